@@ -1,0 +1,117 @@
+"""A small event loop over zmq.Poller: sockets, file descriptors, timers and signals.
+
+Nothing here wakes up on its own: the poll blocks until a socket or fd is readable, a signal
+arrives, or the earliest timer is due. A process with no timers and no traffic sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import time
+from typing import Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self) -> None:
+        self._poller = zmq.Poller()
+        self._readers: dict[object, Callable[[], None]] = {}
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._order = itertools.count()
+        self._running = False
+        self._signal_pipe: tuple[int, int] | None = None
+        self._on_signal: Callable[[int], None] | None = None
+
+    # -- registration ------------------------------------------------------------------
+    def add_reader(self, source: zmq.Socket | int, callback: Callable[[], None]) -> None:
+        self._poller.register(source, zmq.POLLIN)
+        self._readers[source] = callback
+
+    def remove_reader(self, source: zmq.Socket | int) -> None:
+        if source in self._readers:
+            self._poller.unregister(source)
+            del self._readers[source]
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.call_at(time.monotonic() + delay, callback)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(when, callback)
+        heapq.heappush(self._timers, (when, next(self._order), timer))
+        return timer
+
+    def handle_signals(self, signums: list[int], callback: Callable[[int], None]) -> None:
+        """Deliver these signals to callback from inside the loop, never mid-handler."""
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._signal_pipe = (read_fd, write_fd)
+        self._on_signal = callback
+        signal.set_wakeup_fd(write_fd)
+        for signum in signums:
+            # A Python-level handler is needed so the default action (exit) does not run;
+            # the wake-up fd carries the signal number to the loop.
+            signal.signal(signum, lambda *_: None)
+        self.add_reader(read_fd, self._drain_signals)
+
+    def _drain_signals(self) -> None:
+        assert self._signal_pipe is not None and self._on_signal is not None
+        try:
+            data = os.read(self._signal_pipe[0], 256)
+        except BlockingIOError:
+            return
+        for signum in data:
+            self._on_signal(signum)
+
+    # -- running ---------------------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+
+    def _run_due_timers(self) -> float | None:
+        """Run what is due; return ms until the next timer, or None if there is none."""
+        while self._timers:
+            when, _, timer = self._timers[0]
+            if timer.cancelled:
+                heapq.heappop(self._timers)
+                continue
+            delay = when - time.monotonic()
+            if delay > 0:
+                return delay * 1000
+            heapq.heappop(self._timers)
+            timer.callback()
+        return None
+
+    def run(self) -> None:
+        self._running = True
+        while self._running:
+            timeout = self._run_due_timers()
+            if not self._running:
+                break
+            for source, _ in self._poller.poll(timeout):
+                callback = self._readers.get(source)
+                if callback is not None:
+                    callback()
+
+    def close(self) -> None:
+        if self._signal_pipe is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._signal_pipe:
+                os.close(fd)
+            self._signal_pipe = None

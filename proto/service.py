@@ -1,0 +1,120 @@
+"""What every service process shares: logging, the control socket, signals, clean exit.
+
+A service is an object with ``stats()`` and ``drain(done)``; ``run_service`` hosts it. The
+service's own logic never touches signals or the control socket, so tests can drive it in
+process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import msgspec
+import zmq
+
+from proto import config as config_mod
+from proto.frames import Codec, Control, Health, Probe
+from proto.loop import EventLoop
+from proto.sockets import bind_router, ensure_run_dir
+
+PR_SET_PDEATHSIG = 1
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class Service(Protocol):
+    state: str
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def drain(self, done: Callable[[], None]) -> None: ...
+
+
+def setup_logging(name: str, log_dir: Path) -> logging.Logger:
+    """One line per event to stderr (the supervisor's console) and to <home>/logs/<name>.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter(LOG_FORMAT)
+    root = logging.getLogger()
+    root.handlers.clear()
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_dir / f"{name}.log")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return logging.getLogger(name)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us when the supervisor dies, so no orphan outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(0)
+
+
+class ControlServer:
+    """Answers the supervisor's health probes on <run>/<name>.ctl."""
+
+    def __init__(self, name: str, ctx: zmq.Context, endpoint: str, service: Service) -> None:
+        self.name = name
+        self.service = service
+        self.codec = Codec(Control)
+        self.socket = bind_router(ctx, endpoint)
+
+    def on_readable(self) -> None:
+        while True:
+            try:
+                peer, data = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not a [peer, frame] pair: nobody we answer
+            try:
+                frame = self.codec.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(frame, Probe):
+                health = Health(
+                    seq=frame.seq, name=self.name, pid=os.getpid(),
+                    state=self.service.state, stats=self.service.stats(),
+                )
+                try:
+                    self.socket.send_multipart([peer, self.codec.encode(health)], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # the prober went away; it will probe again
+
+
+def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, EventLoop], Service]) -> None:
+    """Load config, build the service, serve until SIGTERM/SIGINT, drain, exit."""
+    die_with_parent()
+    config = config_mod.load()
+    log = setup_logging(name, config.log_dir)
+    ensure_run_dir(config.run_dir)
+    ctx = zmq.Context()
+    loop = EventLoop()
+    try:
+        service = build(config, ctx, loop)
+        control = ControlServer(name, ctx, config.control_endpoint(name), service)
+    except Exception as exc:  # a clear line in the log instead of a bare traceback
+        log.error("failed to start: %s", exc)
+        raise SystemExit(1)
+    loop.add_reader(control.socket, control.on_readable)
+
+    def on_signal(signum: int) -> None:
+        if service.state == "draining":
+            return
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        service.drain(loop.stop)
+
+    loop.handle_signals([signal.SIGTERM, signal.SIGINT], on_signal)
+    log.info("started (pid %d)", os.getpid())
+    try:
+        loop.run()
+    finally:
+        loop.close()
+        ctx.destroy(linger=0)
+    log.info("stopped")

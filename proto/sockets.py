@@ -1,0 +1,76 @@
+"""Socket helpers: every socket warmwire opens is made here, with the options it needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zmq
+
+# Sockets are closed at shutdown without waiting for peers that are already gone.
+LINGER_MS = 0
+RUN_DIR_MODE = 0o700
+# Linux's sun_path is 108 bytes including the terminating NUL.
+IPC_PATH_MAX = 107
+
+
+def ensure_run_dir(run_dir: Path) -> None:
+    """The ipc socket folder: created if missing, always owner-only."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(run_dir, RUN_DIR_MODE)
+
+
+def _check_ipc(endpoint: str) -> None:
+    if endpoint.startswith("ipc://") and len(endpoint) - len("ipc://") > IPC_PATH_MAX:
+        raise ValueError(
+            f"ipc endpoint path is longer than {IPC_PATH_MAX} bytes: {endpoint} "
+            "(choose a shorter WARMWIRE_HOME)"
+        )
+
+
+def _socket(ctx: zmq.Context, kind: int, hwm: int | None) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    if hwm is not None:
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+    return sock
+
+
+def bind_router(
+    ctx: zmq.Context, endpoint: str, *, hwm: int | None = None, max_msg_size: int | None = None
+) -> zmq.Socket:
+    """A ROUTER that raises instead of dropping a reply to an unknown or unreachable peer."""
+    _check_ipc(endpoint)
+    sock = _socket(ctx, zmq.ROUTER, hwm)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if max_msg_size is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
+    if endpoint.startswith("ipc://"):
+        # A socket file left by a killed process would make bind fail with EADDRINUSE.
+        Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+    sock.bind(endpoint)
+    return sock
+
+
+def connect_dealer(
+    ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None, hwm: int | None = None
+) -> zmq.Socket:
+    _check_ipc(endpoint)
+    sock = _socket(ctx, zmq.DEALER, hwm)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(endpoint)
+    return sock
+
+
+def request(ctx: zmq.Context, endpoint: str, payload: bytes, timeout: float) -> bytes | None:
+    """One request/answer over a fresh DEALER; None when nothing answers within timeout."""
+    sock = connect_dealer(ctx, endpoint)
+    try:
+        sock.send(payload)
+        if sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return sock.recv()
+        return None
+    finally:
+        sock.close()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# warmwire's one entry point. Installs what is missing into .venv, then runs a command:
+#   ./run.sh                 run every service in the foreground (Ctrl-C stops them all)
+#   ./run.sh test [ARGS]     run the whole test suite (ARGS go to pytest)
+#   ./run.sh status [--json] state of every service; exit 0 only when all are healthy
+#   ./run.sh chat [--chat ID] TEXT   send one message, print what comes back
+#   ./run.sh classify        JSON lines {"text"} on stdin -> {"tier","reason"} on stdout
+#   ./run.sh bench [--quick] [--json FILE]   the benchmark
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+MIN_PYTHON="3.11"
+
+find_python() {
+  for candidate in python3 python3.13 python3.12 python3.11; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "run.sh: warmwire needs Python >= $MIN_PYTHON with venv (apt-get install python3-venv)" >&2
+  return 1
+}
+
+ensure_venv() {
+  # Reinstall only when pyproject.toml changed since the last successful install.
+  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  if [ ! -x "$PY" ]; then
+    echo "run.sh: creating $VENV" >&2
+    "$(find_python)" -m venv "$VENV"
+  fi
+  if [ ! -f "$stamp" ]; then
+    echo "run.sh: installing warmwire and its dependencies into $VENV (the first time takes a few minutes)" >&2
+    "$PY" -m pip install --progress-bar on -e '.[test]' >&2
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+  fi
+}
+
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+
+command="${1:-run}"
+[ $# -gt 0 ] && shift
+case "$command" in
+  -h|--help|help) usage; exit 0 ;;
+esac
+ensure_venv
+case "$command" in
+  run)        exec "$PY" -m supervisor run "$@" ;;
+  test)       exec "$PY" -m pytest -ra "$@" ;;
+  status|chat) exec "$PY" -m supervisor "$command" "$@" ;;
+  classify)   exec "$PY" -m services.router.classifier "$@" ;;
+  bench)      exec "$PY" -m bench "$@" ;;
+  *) echo "run.sh: unknown command '$command'" >&2; usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,77 @@
+"""The inline tier: greetings, thanks, acknowledgements, small talk and /commands.
+
+Answers come from templates in the user's language (Thai when the message has Thai letters),
+so they cost no model and take microseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+THAI_FIRST, THAI_LAST = "\u0e00", "\u0e7f"
+
+TEMPLATES = {
+    "en": {
+        "greeting": "Hello! What can I do for you?",
+        "thanks": "You're welcome!",
+        "ack": "Got it.",
+        "farewell": "Goodbye, talk soon!",
+        "smalltalk": "I'm doing well, thanks for asking. What can I do for you?",
+        "empty": "Your message was empty. Write something, or send /help.",
+    },
+    "th": {
+        "greeting": "สวัสดีครับ มีอะไรให้ช่วยไหมครับ",
+        "thanks": "ยินดีครับ",
+        "ack": "รับทราบครับ",
+        "farewell": "แล้วคุยกันใหม่นะครับ",
+        "smalltalk": "สบายดีครับ ขอบคุณที่ถามนะครับ มีอะไรให้ช่วยไหมครับ",
+        "empty": "ข้อความว่างเปล่าครับ พิมพ์ข้อความ หรือส่ง /help",
+    },
+}
+
+HELP = {
+    "en": (
+        "warmwire answers greetings and commands at once, searches and stores your notes, and "
+        "runs an agent for everything else.\n"
+        "Commands: /help this text; /status what this router has done since it started; "
+        "/ping check that warmwire answers."
+    ),
+    "th": (
+        "warmwire ตอบคำทักทายและคำสั่งได้ทันที ค้นหาและจดบันทึกของคุณ "
+        "และส่งงานอื่นให้เอเจนต์\n"
+        "คำสั่ง: /help ข้อความนี้; /status สถานะของเราเตอร์; /ping ตรวจว่า warmwire ตอบ"
+    ),
+}
+
+
+def language(text: str) -> str:
+    """'th' when the text has any Thai letter, else 'en'."""
+    return "th" if any(THAI_FIRST <= ch <= THAI_LAST for ch in text) else "en"
+
+
+class InlineResponder:
+    """Turns an inline-tier message into its answer text."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.status = status
+        self.commands = {"/help": self._help, "/start": self._help, "/status": self._status,
+                         "/ping": lambda lang: "pong"}
+
+    def respond(self, intent: str, text: str) -> str:
+        lang = language(text)
+        if intent == "command":
+            name = text.strip().split(maxsplit=1)[0].lower().split("@", 1)[0]
+            command = self.commands.get(name)
+            if command is None:
+                return f"Unknown command {name}. Send /help for the list."
+            return command(lang)
+        return TEMPLATES[lang].get(intent, TEMPLATES[lang]["ack"])
+
+    def _help(self, lang: str) -> str:
+        return HELP[lang]
+
+    def _status(self, lang: str) -> str:
+        stats = self.status()
+        tiers = ", ".join(f"{tier} {count}" for tier, count in stats["tiers"].items())
+        return (f"router up {stats['uptime']:.0f} s; messages {stats['messages']} "
+                f"({tiers}); waiting for storage {stats['pending_writes']}")

@@ -1,0 +1,245 @@
+"""router: the clients' frontend. Validates, classifies, answers or hands on, and persists.
+
+Every message is answered only after the store-writer has committed it together with its
+answer ("nothing acknowledged is lost"). Until then the write waits in ``pending`` and is sent
+again if no acknowledgement comes; a client that resends the same id while it waits is added
+to the same pending entry, and one that resends later is answered from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+import zmq
+
+from proto.config import Router as RouterConfig
+from proto.db import open_readonly, stored_answer
+from proto.frames import (
+    Chat, ClientIn, ClientOut, Codec, Committed, Notice, Reply, SaveExchange, StoredMessage,
+    StoreIn, StoreOut, describe_decode_error,
+)
+from proto.loop import EventLoop
+
+from .classifier import TIERS, Classifier
+from .inline import InlineResponder
+
+log = logging.getLogger("router")
+
+# Frames read from the frontend per wake-up before the store socket gets its turn.
+FRONTEND_BATCH = 256
+
+
+class PendingWrite:
+    __slots__ = ("payload", "answer", "waiters", "sent_at")
+
+    def __init__(self, payload: bytes, answer: ClientOut, waiter: bytes, sent_at: float) -> None:
+        self.payload = payload
+        self.answer = answer
+        self.waiters = [waiter]
+        self.sent_at = sent_at
+
+
+class Router:
+    def __init__(self, config: RouterConfig, frontend: zmq.Socket, store: zmq.Socket,
+                 database: Path, busy_timeout_ms: int, classifier: Classifier,
+                 loop: EventLoop) -> None:
+        self.config = config
+        self.frontend = frontend
+        self.store = store
+        self.database = database
+        self.busy_timeout_ms = busy_timeout_ms
+        self.classifier = classifier
+        self.loop = loop
+        self.client_codec = Codec(ClientIn)
+        self.store_codec = Codec(StoreIn)
+        self.ack_codec = Codec(StoreOut)
+        self.inline = InlineResponder(self.stats)
+        self.pending: dict[str, PendingWrite] = {}
+        self.retry_timer = None
+        self.reader: sqlite3.Connection | None = None
+        self.on_drained: Callable[[], None] | None = None
+        self.state = "serving"
+        self.started = time.monotonic()
+        self.tiers: Counter[str] = Counter({tier: 0 for tier in TIERS})
+        self.counts: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self.loop.add_reader(self.frontend, self.on_frontend_readable)
+        self.loop.add_reader(self.store, self.on_store_readable)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "uptime": time.monotonic() - self.started,
+            "messages": sum(self.tiers.values()),
+            "tiers": dict(self.tiers),
+            "pending_writes": len(self.pending),
+            **self.counts,
+        }
+
+    # -- frontend ----------------------------------------------------------------------
+    def on_frontend_readable(self) -> None:
+        for _ in range(FRONTEND_BATCH):
+            try:
+                parts = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = parts[0].bytes
+            if len(parts) != 2:
+                self._error(identity, "", "send each message as a single frame")
+                continue
+            data = parts[1].buffer
+            if len(data) > self.config.max_frame_bytes:
+                self._error(identity, "", f"frame of {len(data)} bytes is over the "
+                                           f"{self.config.max_frame_bytes}-byte limit")
+                continue
+            try:
+                chat = self.client_codec.decode(data)
+            except msgspec.DecodeError as exc:
+                frame_id, reason = describe_decode_error(data, exc)
+                self._error(identity, frame_id, reason)
+                continue
+            if not chat.id or not chat.chat:
+                self._error(identity, chat.id, "'id' and 'chat' must not be empty")
+                continue
+            self.on_chat(identity, chat)
+
+    def on_chat(self, identity: bytes, chat: Chat) -> None:
+        waiting = self.pending.get(chat.id)
+        if waiting is not None:
+            waiting.waiters.append(identity)
+            return
+        stored = self._stored_answer(chat.id)
+        if stored is not None:
+            self.counts["resends_answered"] += 1
+            self._send(identity, stored)
+            return
+        if len(self.pending) >= self.config.max_pending_writes:
+            self.counts["busy"] += 1
+            self._send(identity, Notice(
+                id=chat.id, chat=chat.chat, kind="busy", retry_after=self.config.busy_retry_after,
+                text=f"busy, try again in {self.config.busy_retry_after:g} s"))
+            return
+        verdict = self.classifier.classify(chat.text)
+        self.tiers[verdict.tier] += 1
+        answer: ClientOut
+        if verdict.tier == "inline":
+            answer = Reply(id=chat.id, chat=chat.chat, tier="inline",
+                           text=self.inline.respond(verdict.intent, chat.text))
+        else:
+            answer = Notice(id=chat.id, chat=chat.chat, kind="unavailable",
+                            text=f"the {verdict.tier} tier is not available yet; "
+                                 "your message is stored")
+        message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
+                                tier=verdict.tier, received_at=time.time())
+        payload = self.store_codec.encode(SaveExchange(message=message, answer=answer))
+        self.pending[chat.id] = PendingWrite(payload, answer, identity, time.monotonic())
+        self._send_to_store(payload)
+        self._arm_retry()
+
+    def _stored_answer(self, message_id: str) -> ClientOut | None:
+        if self.reader is None:
+            if not self.database.exists():
+                return None
+            self.reader = open_readonly(self.database, self.busy_timeout_ms)
+        return stored_answer(self.reader, message_id)
+
+    def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
+        self.counts["bad_frames"] += 1
+        log.warning("bad frame from client: %s", reason)
+        self._send(identity, Notice(id=frame_id, kind="error", text=reason))
+
+    def _send(self, identity: bytes, frame: ClientOut) -> None:
+        try:
+            self.frontend.send_multipart([identity, self.client_codec.encode(frame)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # Gone (EHOSTUNREACH) or not reading (EAGAIN): the answer is stored, and the client
+            # gets it again by resending its message.
+            self.counts["undeliverable"] += 1
+            log.warning("could not deliver %s to a client: %s", frame.id, exc.strerror)
+
+    # -- store-writer ------------------------------------------------------------------
+    def _send_to_store(self, payload: bytes) -> None:
+        try:
+            self.store.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the store-writer is not keeping up; the retry timer sends it again
+
+    def on_store_readable(self) -> None:
+        while True:
+            try:
+                data = self.store.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                ack = self.ack_codec.decode(data)
+            except msgspec.DecodeError as exc:
+                log.error("unreadable frame from the store-writer: %s", exc)
+                continue
+            if isinstance(ack, Committed):
+                for key in ack.keys:
+                    write = self.pending.pop(key, None)
+                    if write is not None:
+                        for identity in write.waiters:
+                            self._send(identity, write.answer)
+            else:
+                log.error("store-writer could not store %d messages: %s", len(ack.keys), ack.error)
+                for key in ack.keys:
+                    write = self.pending.pop(key, None)
+                    if write is not None:
+                        for identity in write.waiters:
+                            self._send(identity, Notice(
+                                id=key, kind="error",
+                                text="your message could not be stored; please send it again later"))
+        if self.on_drained is not None and not self.pending:
+            self._finish_drain()
+
+    def _arm_retry(self) -> None:
+        if self.retry_timer is None:
+            self.retry_timer = self.loop.call_later(self.config.store_ack_timeout, self._retry)
+
+    def _retry(self) -> None:
+        """Send again every write whose acknowledgement is overdue."""
+        self.retry_timer = None
+        overdue = time.monotonic() - self.config.store_ack_timeout
+        resent = 0
+        for write in self.pending.values():
+            if write.sent_at <= overdue:
+                write.sent_at = time.monotonic()
+                self._send_to_store(write.payload)
+                resent += 1
+        if resent:
+            self.counts["store_resends"] += resent
+            log.warning("store-writer has not acknowledged %d writes; sent them again", resent)
+        if self.pending:
+            self._arm_retry()
+
+    # -- shutdown ----------------------------------------------------------------------
+    def drain(self, done: Callable[[], None]) -> None:
+        """Stop taking messages; answer what is in flight once it is stored; then finish."""
+        self.state = "draining"
+        self.on_drained = done
+        # Messages already queued in the socket are not read: their clients get no answer
+        # and resend to the next router, which is what the wire protocol asks of them.
+        self.loop.remove_reader(self.frontend)
+        if not self.pending:
+            self._finish_drain()
+            return
+        log.info("waiting for %d writes to be stored", len(self.pending))
+        self.loop.call_later(self.config.drain_timeout, self._finish_drain)
+
+    def _finish_drain(self) -> None:
+        done, self.on_drained = self.on_drained, None
+        if done is None:
+            return
+        if self.pending:
+            log.error("stopping with %d writes unacknowledged; their clients were not answered "
+                      "and will resend", len(self.pending))
+        if self.reader is not None:
+            self.reader.close()
+        done()

@@ -1,0 +1,204 @@
+"""One supervised service process: spawn, probe, restart with backoff, give up when flapping."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import zmq
+
+from proto.config import Config
+from proto.frames import Codec, Control, Health, Probe, ServiceStatus
+from proto.loop import EventLoop, Timer
+from proto.sockets import connect_dealer
+
+log = logging.getLogger("supervisor")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+
+
+class ManagedProcess:
+    """States: starting → healthy ⇄ unresponsive; exited → restarting → starting; failed;
+    stopping → stopped."""
+
+    def __init__(self, spec: ServiceSpec, config: Config, ctx: zmq.Context, loop: EventLoop) -> None:
+        self.spec = spec
+        self.config = config.supervisor
+        self.control_endpoint = config.control_endpoint(spec.name)
+        self.ctx = ctx
+        self.loop = loop
+        self.codec = Codec(Control)
+        self.env = {**os.environ, "WARMWIRE_HOME": str(config.home)}
+        self.popen: subprocess.Popen | None = None
+        self.control: zmq.Socket | None = None
+        self.state = "stopped"
+        self.restarts = 0
+        self.restarts_in_a_row = 0
+        self.recent_restarts: collections.deque[float] = collections.deque()
+        self.spawned_at = 0.0
+        self.last_answer: float | None = None
+        self.stats: dict[str, Any] = {}
+        self.seq = 0
+        self.stop_timer: Timer | None = None
+        self.restart_timer: Timer | None = None
+        # Cleared when warmwire is shutting down: an exit then is final.
+        self.restart_allowed = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None and self.popen.returncode is None else None
+
+    def status(self) -> ServiceStatus:
+        now = time.monotonic()
+        alive = self.pid is not None
+        return ServiceStatus(
+            name=self.name, pid=self.pid, state=self.state, restarts=self.restarts,
+            uptime=now - self.spawned_at if alive else None,
+            last_probe_age=now - self.last_answer if alive and self.last_answer else None,
+            stats=self.stats,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def spawn(self) -> None:
+        self.restart_timer = None
+        self.control = connect_dealer(self.ctx, self.control_endpoint)
+        self.loop.add_reader(self.control, self._on_health)
+        # stdout/stderr are inherited: the services' log lines appear on the console. A session
+        # of its own keeps a terminal's Ctrl-C away from the child, so only the supervisor
+        # gets it and stops the services in order.
+        self.popen = subprocess.Popen([sys.executable, "-m", self.spec.module], env=self.env,
+                                      start_new_session=True)
+        self.spawned_at = time.monotonic()
+        self.last_answer = None
+        self.state = "starting"
+        log.info("%s spawned (pid %d)", self.name, self.popen.pid)
+        self.probe()  # queued until the service binds, so readiness is seen at once
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.loop.remove_reader(self.control)
+            self.control.close()
+            self.control = None
+
+    def probe(self) -> None:
+        """Send a probe, and act on the ones that went unanswered."""
+        if self.state not in ("starting", "healthy", "unresponsive") or self.control is None:
+            return
+        now = time.monotonic()
+        if self.state == "starting":
+            if now - self.spawned_at > self.config.start_timeout:
+                self._kill_unresponsive(f"not ready {self.config.start_timeout:g} s after start")
+                return
+        elif now - self.last_answer > self.config.missed_probes * self.config.probe_interval:
+            self._kill_unresponsive(f"{self.config.missed_probes} probes unanswered")
+            return
+        elif now - self.last_answer > self.config.probe_interval * 1.5 and self.state == "healthy":
+            self.state = "unresponsive"
+            log.warning("%s missed a health probe", self.name)
+        self.seq += 1
+        try:
+            self.control.send(self.codec.encode(Probe(seq=self.seq)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected yet; the next probe tries again
+
+    def _on_health(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                data = self.control.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                health = self.codec.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(health, Health) or self.state not in ("starting", "healthy", "unresponsive"):
+                continue
+            now = time.monotonic()
+            if self.state == "starting":
+                log.info("%s healthy (ready in %.2f s)", self.name, now - self.spawned_at)
+            elif self.state == "unresponsive":
+                log.info("%s answers probes again", self.name)
+            self.state = "healthy"
+            self.last_answer = now
+            self.stats = health.stats
+            if self.restarts_in_a_row and now - self.spawned_at > self.config.stable_after:
+                self.restarts_in_a_row = 0
+
+    def _kill_unresponsive(self, why: str) -> None:
+        log.error("%s is unresponsive (%s); killing it", self.name, why)
+        self.state = "unresponsive"
+        if self.popen is not None:
+            self.popen.kill()  # the exit is reaped by on_exit, which restarts it
+
+    def reap(self) -> bool:
+        """Notice an exit; restart unless we are stopping it. True when it has exited."""
+        if self.popen is None or self.popen.poll() is None:
+            return False
+        code = self.popen.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+        self._close_control()
+        self.popen = None
+        if self.state == "stopping" or not self.restart_allowed:
+            if self.stop_timer is not None:
+                self.stop_timer.cancel()
+            self.state = "stopped"
+            log.info("%s stopped (%s)", self.name, how)
+            return True
+        self._schedule_restart(how)
+        return True
+
+    def _schedule_restart(self, how: str) -> None:
+        now = time.monotonic()
+        self.recent_restarts.append(now)
+        while self.recent_restarts and now - self.recent_restarts[0] > self.config.flap_window:
+            self.recent_restarts.popleft()
+        if len(self.recent_restarts) > self.config.flap_max_restarts:
+            self.state = "failed"
+            log.error("%s exited (%s) and is flapping: %d restarts in %g s; giving up on it — "
+                      "see its log, fix the cause and restart warmwire", self.name, how,
+                      len(self.recent_restarts) - 1, self.config.flap_window)
+            return
+        delay = min(self.config.backoff_initial * 2 ** self.restarts_in_a_row, self.config.backoff_max)
+        self.restarts += 1
+        self.restarts_in_a_row += 1
+        self.state = "restarting"
+        log.warning("%s exited (%s); restarting in %.1f s (restart %d)", self.name, how, delay, self.restarts)
+        self.restart_timer = self.loop.call_later(delay, self.spawn)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after stop_timeout. Completion is seen by reap()."""
+        if self.restart_timer is not None:
+            self.restart_timer.cancel()
+            self.restart_timer = None
+        if self.popen is None:
+            self.state = "stopped"
+            return
+        self.state = "stopping"
+        self.popen.send_signal(signal.SIGTERM)
+        self.stop_timer = self.loop.call_later(self.config.stop_timeout, self._stop_overdue)
+
+    def _stop_overdue(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            log.error("%s did not stop within %g s; killing it", self.name, self.config.stop_timeout)
+            self.popen.kill()
+
+    def kill(self) -> None:
+        if self.popen is not None:
+            self.popen.kill()

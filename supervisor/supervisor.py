@@ -1,0 +1,144 @@
+"""The supervisor: runs every service, probes them, restarts them, answers status, stops all.
+
+It is a single-threaded event loop: child exits arrive as SIGCHLD through the loop's signal
+pipe, probes are a timer, status requests arrive on the control socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import msgspec
+import zmq
+
+from proto.config import Config
+from proto.frames import Codec, Control, Status, StatusRequest
+from proto.loop import EventLoop
+from proto.sockets import bind_router, ensure_run_dir, request
+
+from .process import ManagedProcess, ServiceSpec
+
+log = logging.getLogger("supervisor")
+
+# Start order; stopping goes the other way round, so the router stops taking messages first
+# and the store-writer, which everyone writes through, stops last.
+SERVICES = (
+    ServiceSpec("store-writer", "services.store_writer"),
+    ServiceSpec("search-cache", "services.search_cache"),
+    ServiceSpec("pool-manager", "services.pool_manager"),
+    ServiceSpec("router", "services.router"),
+)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, config: Config, specs: tuple[ServiceSpec, ...] = SERVICES) -> None:
+        self.config = config
+        self.ctx = zmq.Context()
+        self.loop = EventLoop()
+        self.codec = Codec(Control)
+        self.processes = [ManagedProcess(spec, config, self.ctx, self.loop) for spec in specs]
+        self.stop_queue: list[ManagedProcess] = []
+        self.stopping = False
+        self.started = time.monotonic()
+        self.control: zmq.Socket | None = None
+
+    def _check_not_running(self) -> None:
+        endpoint = self.config.endpoint("supervisor")
+        answer = request(self.ctx, endpoint, self.codec.encode(StatusRequest()), timeout=0.5)
+        if answer is not None:
+            pid = self.codec.decode(answer).supervisor.get("pid")
+            raise AlreadyRunning(f"warmwire is already running in {self.config.home} (supervisor pid {pid})")
+
+    def run(self) -> None:
+        for folder in (self.config.data_dir, self.config.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        ensure_run_dir(self.config.run_dir)
+        self._check_not_running()
+        self.control = bind_router(self.ctx, self.config.endpoint("supervisor"))
+        self.loop.add_reader(self.control, self._on_control)
+        self.loop.handle_signals([signal.SIGCHLD, signal.SIGTERM, signal.SIGINT], self._on_signal)
+        log.info("started (pid %d, home %s, frontend %s)", os.getpid(), self.config.home,
+                 self.config.router.frontend)
+        for process in self.processes:
+            process.spawn()
+        self.loop.call_later(self.config.supervisor.probe_interval, self._probe_all)
+        try:
+            self.loop.run()
+        finally:
+            for process in self.processes:  # only reached early on an unexpected error
+                process.kill()
+            self.loop.close()
+            self.ctx.destroy(linger=0)
+        log.info("stopped")
+
+    def _probe_all(self) -> None:
+        if self.stopping:
+            return
+        for process in self.processes:
+            process.probe()
+        self.loop.call_later(self.config.supervisor.probe_interval, self._probe_all)
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            for process in self.processes:
+                if process.reap() and self.stopping:
+                    self._stop_next()
+            return
+        if self.stopping:
+            log.warning("second %s: killing every service now", signal.Signals(signum).name)
+            for process in self.processes:
+                process.kill()
+            return
+        log.info("stopping (%s): router first, store-writer last", signal.Signals(signum).name)
+        self.stopping = True
+        for process in self.processes:
+            process.restart_allowed = False
+        self.stop_queue = list(reversed(self.processes))
+        self._stop_next()
+
+    def _stop_next(self) -> None:
+        """Stop services one at a time, in order; end the loop after the last."""
+        while self.stop_queue:
+            current = self.stop_queue[0]
+            if current.state == "stopping":
+                return  # wait for its exit
+            if current.state != "stopped":
+                current.stop()
+                if current.state == "stopping":
+                    return
+            self.stop_queue.pop(0)
+        self.loop.stop()
+
+    def status(self) -> Status:
+        return Status(
+            services=[process.status() for process in self.processes],
+            supervisor={"pid": os.getpid(), "uptime": time.monotonic() - self.started,
+                        "home": str(self.config.home), "frontend": self.config.router.frontend,
+                        "stopping": self.stopping},
+        )
+
+    def _on_control(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                peer, data = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                frame = self.codec.decode(data)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(frame, StatusRequest):
+                try:
+                    self.control.send_multipart([peer, self.codec.encode(self.status())], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # the asker left

@@ -1,0 +1,167 @@
+"""Shared fixtures: a whole warmwire in real processes, in a temporary home, on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+import pytest
+import zmq
+
+from proto.sockets import request
+
+REPO = Path(__file__).resolve().parent.parent
+START_DEADLINE = 60.0
+ANSWER_DEADLINE = 15.0
+
+
+def wait_for(condition: Callable[[], Any], deadline: float, what: str, interval: float = 0.05) -> Any:
+    """Poll a condition until it is truthy or the deadline passes (then fail, saying what)."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Client:
+    """A wire-protocol client written against the README, with plain msgpack maps."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.send(data)
+
+    def send(self, text: str, chat: str = "test", id: str | None = None, sender: str = "tester") -> str:
+        id = id or uuid.uuid4().hex
+        self.send_raw(msgspec.msgpack.encode({"type": "chat", "id": id, "chat": chat, "sender": sender, "text": text}))
+        return id
+
+    def recv(self, timeout: float = ANSWER_DEADLINE) -> dict:
+        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+            raise AssertionError(f"no frame within {timeout:g} s")
+        return msgspec.msgpack.decode(self.sock.recv())
+
+    def ask(self, text: str, **kwargs) -> dict:
+        """Send one message and return its final frame (skipping queued/progress notices)."""
+        id = self.send(text, **kwargs)
+        while True:
+            frame = self.recv()
+            if frame.get("id") == id and frame.get("kind") not in ("queued", "progress"):
+                return frame
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Warmwire:
+    """A running supervisor and its services."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.frontend = env["WARMWIRE_FRONTEND"]
+        self.proc: subprocess.Popen | None = None
+        self.clients: list[Client] = []
+
+    def spawn(self) -> None:
+        self.log = open(self.home / "supervisor.out", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "run"], cwd=REPO,
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def start(self) -> None:
+        self.spawn()
+        wait_for(self.healthy, START_DEADLINE, "every service to be healthy")
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=REPO, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> dict:
+        """The supervisor's status, asked over its control socket (as `status --json` does)."""
+        endpoint = f"ipc://{self.home}/run/supervisor.ctl"
+        answer = request(zmq.Context.instance(), endpoint, msgspec.msgpack.encode({"type": "status?"}), 2.0)
+        return msgspec.msgpack.decode(answer) if answer else {"services": []}
+
+    def service(self, name: str) -> dict:
+        return next(s for s in self.status()["services"] if s["name"] == name)
+
+    def healthy(self) -> bool:
+        status = self.status()
+        return bool(status["services"]) and all(s["state"] == "healthy" for s in status["services"])
+
+    def client(self) -> Client:
+        client = Client(self.frontend)
+        self.clients.append(client)
+        return client
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.home / 'data' / 'warmwire.db'}?mode=ro", uri=True)
+
+    def logs(self) -> str:
+        return (self.home / "supervisor.out").read_text(errors="replace")
+
+    def stop(self, deadline: float = 20) -> None:
+        for client in self.clients:
+            client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(deadline)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def home():
+    # A short path: ipc socket paths must stay under 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="ww-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_env(home):
+    def make(**overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
+        env.update(WARMWIRE_HOME=str(home), WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{free_port()}")
+        env.update(overrides)
+        return env
+    return make
+
+
+@pytest.fixture
+def warmwire(home, make_env):
+    system = Warmwire(home, make_env())
+    system.start()
+    yield system
+    system.stop()
+    if os.environ.get("WARMWIRE_TEST_SHOW_LOGS"):
+        print(system.logs())
