@@ -1,0 +1,62 @@
+"""Start a warmwire in a temporary home for the benchmark, and stop it afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from proto.config import Config, load
+from supervisor.commands.status import fetch
+
+START_DEADLINE = 60.0
+STOP_DEADLINE = 20.0
+POLL_INTERVAL = 0.1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class System:
+    """A whole warmwire (supervisor and services) in real processes."""
+
+    def __init__(self, **settings: str) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="ww-bench-"))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
+        self.env.update(WARMWIRE_HOME=str(self.home),
+                        WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{_free_port()}", **settings)
+        self.config: Config = load(self.env)
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "System":
+        log = open(self.home / "supervisor.out", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "run"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            status = fetch(self.config)
+            if status and all(s.state == "healthy" for s in status.services):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(POLL_INTERVAL)
+        self.__exit__()
+        raise RuntimeError(f"warmwire did not become healthy; see {self.home}/supervisor.out")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.home, ignore_errors=True)

@@ -1,0 +1,44 @@
+"""Percentiles and the benchmark's result rows."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import msgspec
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile; samples need not be sorted."""
+    ordered = sorted(samples)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Row(msgspec.Struct):
+    """One line of the results table (the JSON shape the benchmark issue asks for)."""
+
+    name: str
+    unit: str
+    p50: float
+    p99: float | None
+    baseline_p50: float
+    baseline_p99: float | None
+    ratio: float
+    target: str
+    met: bool
+    samples: int
+    baseline_samples: int
+    note: str = ""
+
+
+def latency_row(name: str, unit: str, samples: list[float], baseline: list[float],
+                target_p99: float, note: str = "") -> Row:
+    """A latency row: lower is better; ratio = baseline p50 / warmwire p50 (x times faster)."""
+    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    base50, base99 = percentile(baseline, 0.5), percentile(baseline, 0.99)
+    return Row(name=name, unit=unit, p50=p50, p99=p99, baseline_p50=base50, baseline_p99=base99,
+               ratio=base50 / p50 if p50 else math.inf, target=f"p99 < {target_p99:g} {unit}",
+               met=p99 < target_p99, samples=len(samples), baseline_samples=len(baseline), note=note)

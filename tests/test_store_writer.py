@@ -1,0 +1,114 @@
+"""The store-writer's logic on a real SQLite file and real ZeroMQ sockets, in one process."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import msgspec
+import pytest
+import zmq
+
+from proto.db import open_readonly, stored_answer
+from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, StoredMessage, StoreOut
+from proto.sockets import bind_router, connect_dealer
+from services.store_writer.database import open_writer
+from services.store_writer.service import StoreWriter
+
+BATCH_MAX = 50
+
+
+def exchange(number: int, text: str = "hello") -> SaveExchange:
+    message_id = f"m{number}"
+    return SaveExchange(
+        message=StoredMessage(id=message_id, chat="c1", sender="s", text=text, tier="inline",
+                              received_at=time.time()),
+        answer=Reply(id=message_id, chat="c1", tier="inline", text=f"answer to {text}"),
+    )
+
+
+@pytest.fixture
+def rig(tmp_path):
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/store.sock"
+    conn = open_writer(tmp_path / "data" / "warmwire.db", 30000)
+    writer = StoreWriter(conn, bind_router(ctx, endpoint), BATCH_MAX)
+    sender = connect_dealer(ctx, endpoint)
+    codec = Codec(StoreOut)
+
+    def send_and_commit(*frames: SaveExchange) -> list:
+        for frame in frames:
+            sender.send(codec.encode(frame))
+        assert writer.socket.poll(5000), "nothing arrived at the store-writer"
+        # Wait until every frame is queued, so the group commit sees them all.
+        deadline = time.monotonic() + 5
+        while writer.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN and time.monotonic() < deadline:
+            writer.on_readable()
+        acks = []
+        while sender.poll(200):
+            acks.append(codec.decode(sender.recv()))
+        return acks
+
+    yield tmp_path / "data" / "warmwire.db", writer, send_and_commit
+    sender.close()
+    writer.socket.close()
+    conn.close()
+    ctx.term()
+
+
+def test_the_database_is_in_wal_with_a_busy_timeout_and_normal_sync(rig):
+    path, writer, _ = rig
+    assert writer.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert writer.conn.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+    assert writer.conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+def test_frames_waiting_together_are_committed_in_one_batch_and_acknowledged(rig):
+    path, writer, send_and_commit = rig
+    acks = send_and_commit(*(exchange(n) for n in range(20)))
+    keys = [key for ack in acks for key in ack.keys]
+    assert all(isinstance(ack, Committed) for ack in acks)
+    assert sorted(keys) == sorted(f"m{n}" for n in range(20))
+    assert writer.batches < 20  # grouped, not one transaction per frame
+    reader = open_readonly(path, 1000)
+    assert reader.execute("SELECT count(*) FROM messages").fetchone() == (20,)
+    assert stored_answer(reader, "m7") == Reply(id="m7", chat="c1", tier="inline", text="answer to hello")
+
+
+def test_a_resent_write_is_acknowledged_again_and_changes_nothing(rig):
+    path, writer, send_and_commit = rig
+    send_and_commit(exchange(1, "first"))
+    acks = send_and_commit(exchange(1, "second copy with other text"))
+    assert acks == [Committed(keys=["m1"])]
+    reader = open_readonly(path, 1000)
+    assert reader.execute("SELECT text FROM messages").fetchall() == [("first",)]
+    assert reader.execute("SELECT count(*) FROM replies").fetchone() == (1,)
+
+
+def test_a_notice_is_stored_as_the_answer(rig):
+    path, _, send_and_commit = rig
+    frame = SaveExchange(
+        message=StoredMessage(id="n1", chat="c1", sender="s", text="debug this", tier="container-full",
+                              received_at=time.time()),
+        answer=Notice(id="n1", chat="c1", kind="unavailable", text="not yet"))
+    send_and_commit(frame)
+    assert stored_answer(open_readonly(path, 1000), "n1") == Notice(id="n1", chat="c1", kind="unavailable", text="not yet")
+
+
+def test_an_undecodable_frame_is_counted_and_the_writer_goes_on(rig):
+    path, writer, send_and_commit = rig
+    # A frame of the wrong shape sent straight through the socket.
+    raw = connect_dealer(zmq.Context.instance(), writer.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+    raw.send(msgspec.msgpack.encode({"type": "save-exchange", "message": 5}))
+    assert writer.socket.poll(5000)
+    writer.on_readable()
+    raw.close()
+    assert writer.rejected == 1
+    assert send_and_commit(exchange(2)) == [Committed(keys=["m2"])]
+
+
+def test_readers_cannot_write(rig):
+    path, _, send_and_commit = rig
+    send_and_commit(exchange(3))
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        open_readonly(path, 1000).execute("DELETE FROM messages")
