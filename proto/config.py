@@ -55,6 +55,8 @@ class Store(_Section):
     database: str
     batch_max: int
     busy_timeout_ms: int
+    checkpoint_after_idle: float
+    wal_autocheckpoint_pages: int
 
 
 class Supervisor(_Section):

@@ -11,11 +11,13 @@ import zmq
 
 from proto.db import open_readonly, stored_answer
 from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, StoredMessage, StoreOut
+from proto.loop import EventLoop
 from proto.sockets import bind_router, connect_dealer
 from services.store_writer.database import open_writer
 from services.store_writer.service import StoreWriter
 
 BATCH_MAX = 50
+CHECKPOINT_AFTER_IDLE = 0.05
 
 
 def exchange(number: int, text: str = "hello") -> SaveExchange:
@@ -32,7 +34,7 @@ def rig(tmp_path):
     ctx = zmq.Context()
     endpoint = f"ipc://{tmp_path}/store.sock"
     conn = open_writer(tmp_path / "data" / "warmwire.db", 30000)
-    writer = StoreWriter(conn, bind_router(ctx, endpoint), BATCH_MAX)
+    writer = StoreWriter(conn, bind_router(ctx, endpoint), BATCH_MAX, EventLoop(), CHECKPOINT_AFTER_IDLE)
     sender = connect_dealer(ctx, endpoint)
     codec = Codec(StoreOut)
 
@@ -112,3 +114,13 @@ def test_readers_cannot_write(rig):
     send_and_commit(exchange(3))
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         open_readonly(path, 1000).execute("DELETE FROM messages")
+
+
+def test_the_wal_is_checkpointed_once_writes_pause(rig):
+    path, writer, send_and_commit = rig
+    send_and_commit(*(exchange(n) for n in range(30)))
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size > 0
+    writer.loop.call_later(CHECKPOINT_AFTER_IDLE * 4, writer.loop.stop)
+    writer.loop.run()
+    assert writer.checkpoints == 1

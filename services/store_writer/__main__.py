@@ -10,9 +10,9 @@ from .service import StoreWriter
 
 
 def build(config: Config, ctx, loop: EventLoop) -> StoreWriter:
-    conn = open_writer(config.database, config.store.busy_timeout_ms)
+    conn = open_writer(config.database, config.store.busy_timeout_ms, config.store.wal_autocheckpoint_pages)
     socket = bind_router(ctx, config.endpoint("store"))
-    writer = StoreWriter(conn, socket, config.store.batch_max)
+    writer = StoreWriter(conn, socket, config.store.batch_max, loop, config.store.checkpoint_after_idle)
     loop.add_reader(socket, writer.on_readable)
     return writer
 

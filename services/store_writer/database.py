@@ -10,7 +10,7 @@ from proto.db import SCHEMA
 from proto.frames import Reply, SaveExchange
 
 
-def open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000) -> sqlite3.Connection:
     """The one writing connection: WAL, NORMAL sync (durable across process crashes), schema."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -19,9 +19,16 @@ def open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     if mode != "wal":
         raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode})")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint_pages)}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
     return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Copy the WAL into the database without waiting for readers; (wal pages, copied)."""
+    _, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return wal_pages, copied
 
 
 def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -18,17 +19,23 @@ import msgspec
 import zmq
 
 from proto.frames import Codec, Committed, StoreError, StoreIn, StoreOut
+from proto.loop import EventLoop
 
-from .database import save_exchange
+from .database import checkpoint, save_exchange
 
 log = logging.getLogger("store-writer")
 
 
 class StoreWriter:
-    def __init__(self, conn: sqlite3.Connection, socket: zmq.Socket, batch_max: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, socket: zmq.Socket, batch_max: int,
+                 loop: EventLoop, checkpoint_after_idle: float) -> None:
         self.conn = conn
         self.socket = socket
         self.batch_max = batch_max
+        self.loop = loop
+        self.checkpoint_after_idle = checkpoint_after_idle
+        self.checkpoint_timer = None
+        self.last_commit = 0.0
         self.decoder = Codec(StoreIn)
         self.encoder = Codec(StoreOut)
         self.state = "serving"
@@ -36,10 +43,12 @@ class StoreWriter:
         self.batches = 0
         self.rejected = 0
         self.failed = 0
+        self.checkpoints = 0
 
     def stats(self) -> dict[str, Any]:
         return {"committed": self.committed, "batches": self.batches,
-                "rejected_frames": self.rejected, "failed_writes": self.failed}
+                "rejected_frames": self.rejected, "failed_writes": self.failed,
+                "checkpoints": self.checkpoints}
 
     def _receive_batch(self) -> list[tuple[bytes, Any]]:
         batch = []
@@ -97,6 +106,22 @@ class StoreWriter:
                 self._send(peer, Committed(keys=keys))
             for peer, keys in failed.items():
                 self._send(peer, StoreError(keys=keys, error=errors[peer]))
+            self.last_commit = time.monotonic()
+            if self.checkpoint_timer is None:
+                self.checkpoint_timer = self.loop.call_later(self.checkpoint_after_idle, self._checkpoint_when_idle)
+
+    def _checkpoint_when_idle(self) -> None:
+        """Checkpoint once writes have paused, so its fsync never sits in a round trip."""
+        resume_at = self.last_commit + self.checkpoint_after_idle
+        if time.monotonic() < resume_at:
+            self.checkpoint_timer = self.loop.call_at(resume_at, self._checkpoint_when_idle)
+            return
+        self.checkpoint_timer = None
+        try:
+            checkpoint(self.conn)
+            self.checkpoints += 1
+        except sqlite3.Error as exc:
+            log.error("checkpoint failed: %s", exc)
 
     def _send(self, peer: bytes, frame: Committed | StoreError) -> None:
         try:
