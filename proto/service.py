@@ -58,11 +58,13 @@ def die_with_parent() -> None:
 
 
 class ControlServer:
-    """Answers the supervisor's health probes on <run>/<name>.ctl."""
+    """Answers control requests (probes, status) on a ROUTER socket.
 
-    def __init__(self, name: str, ctx: zmq.Context, endpoint: str, service: Service) -> None:
-        self.name = name
-        self.service = service
+    ``answer`` maps a decoded control frame to the frame to send back, or None to ignore it.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, answer: Callable[[Any], Any]) -> None:
+        self.answer = answer
         self.codec = Codec(Control)
         self.socket = bind_router(ctx, endpoint)
 
@@ -75,18 +77,24 @@ class ControlServer:
             except ValueError:
                 continue  # not a [peer, frame] pair: nobody we answer
             try:
-                frame = self.codec.decode(data)
+                reply = self.answer(self.codec.decode(data))
             except msgspec.DecodeError:
                 continue
-            if isinstance(frame, Probe):
-                health = Health(
-                    seq=frame.seq, name=self.name, pid=os.getpid(),
-                    state=self.service.state, stats=self.service.stats(),
-                )
+            if reply is not None:
                 try:
-                    self.socket.send_multipart([peer, self.codec.encode(health)], zmq.NOBLOCK)
+                    self.socket.send_multipart([peer, self.codec.encode(reply)], zmq.NOBLOCK)
                 except zmq.ZMQError:
-                    pass  # the prober went away; it will probe again
+                    pass  # the asker went away; it will ask again
+
+
+def health_answer(name: str, service: Service) -> Callable[[Any], Health | None]:
+    """How a service answers the supervisor's probes."""
+    def answer(frame: Any) -> Health | None:
+        if not isinstance(frame, Probe):
+            return None
+        return Health(seq=frame.seq, name=name, pid=os.getpid(), state=service.state,
+                      stats=service.stats())
+    return answer
 
 
 def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, EventLoop], Service]) -> None:
@@ -99,7 +107,7 @@ def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, Even
     loop = EventLoop()
     try:
         service = build(config, ctx, loop)
-        control = ControlServer(name, ctx, config.control_endpoint(name), service)
+        control = ControlServer(ctx, config.control_endpoint(name), health_answer(name, service))
     except Exception as exc:  # a clear line in the log instead of a bare traceback
         log.error("failed to start: %s", exc)
         raise SystemExit(1)

@@ -11,13 +11,13 @@ import os
 import signal
 import time
 
-import msgspec
 import zmq
 
 from proto.config import Config
 from proto.frames import Codec, Control, Status, StatusRequest
 from proto.loop import EventLoop
-from proto.sockets import bind_router, ensure_run_dir, request
+from proto.service import ControlServer
+from proto.sockets import ensure_run_dir, request
 
 from .process import ManagedProcess, ServiceSpec
 
@@ -47,7 +47,6 @@ class Supervisor:
         self.stop_queue: list[ManagedProcess] = []
         self.stopping = False
         self.started = time.monotonic()
-        self.control: zmq.Socket | None = None
 
     def _check_not_running(self) -> None:
         endpoint = self.config.endpoint("supervisor")
@@ -61,8 +60,8 @@ class Supervisor:
             folder.mkdir(parents=True, exist_ok=True)
         ensure_run_dir(self.config.run_dir)
         self._check_not_running()
-        self.control = bind_router(self.ctx, self.config.endpoint("supervisor"))
-        self.loop.add_reader(self.control, self._on_control)
+        control = ControlServer(self.ctx, self.config.endpoint("supervisor"), self._answer)
+        self.loop.add_reader(control.socket, control.on_readable)
         self.loop.handle_signals([signal.SIGCHLD, signal.SIGTERM, signal.SIGINT], self._on_signal)
         log.info("started (pid %d, home %s, frontend %s)", os.getpid(), self.config.home,
                  self.config.router.frontend)
@@ -124,21 +123,5 @@ class Supervisor:
                         "stopping": self.stopping},
         )
 
-    def _on_control(self) -> None:
-        assert self.control is not None
-        while True:
-            try:
-                peer, data = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ValueError:
-                continue
-            try:
-                frame = self.codec.decode(data)
-            except msgspec.DecodeError:
-                continue
-            if isinstance(frame, StatusRequest):
-                try:
-                    self.control.send_multipart([peer, self.codec.encode(self.status())], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # the asker left
+    def _answer(self, frame: object) -> Status | None:
+        return self.status() if isinstance(frame, StatusRequest) else None
