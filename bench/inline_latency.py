@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-import msgspec
 import zmq
 
 from proto.frames import Chat, ClientOut, Codec

@@ -25,7 +25,8 @@ from proto.loop import EventLoop
 from proto.sockets import bind_router, ensure_run_dir
 
 PR_SET_PDEATHSIG = 1
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Every line names the process it came from, whichever module logged it.
+LOG_FORMAT = "%(asctime)s {service} %(levelname)s %(message)s"
 
 
 class Service(Protocol):
@@ -39,7 +40,7 @@ class Service(Protocol):
 def setup_logging(name: str, log_dir: Path) -> logging.Logger:
     """One line per event to stderr (the supervisor's console) and to <home>/logs/<name>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = logging.Formatter(LOG_FORMAT.format(service=name))
     root = logging.getLogger()
     root.handlers.clear()
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_dir / f"{name}.log")):

@@ -1,9 +1,10 @@
 """router: the clients' frontend. Validates, classifies, answers or hands on, and persists.
 
 Every message is answered only after the store-writer has committed it together with its
-answer ("nothing acknowledged is lost"). Until then the write waits in ``pending`` and is sent
-again if no acknowledgement comes; a client that resends the same id while it waits is added
-to the same pending entry, and one that resends later is answered from the database.
+answer ("nothing acknowledged is lost"). Until then the answer waits in ``waiting`` while the
+StoreClient sends the write again if no acknowledgement comes; a client that resends the same
+id meanwhile is added to the same entry, and one that resends later is answered from the
+database.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import zmq
 from proto.config import Router as RouterConfig
 from proto.db import open_readonly, stored_answer
 from proto.frames import (
-    Chat, ClientIn, ClientOut, Codec, Committed, Notice, Reply, SaveExchange, StoredMessage,
-    StoreIn, StoreOut, describe_decode_error,
+    Chat, ClientIn, ClientOut, Codec, Notice, Reply, SaveExchange, StoredMessage,
+    describe_decode_error,
 )
 from proto.loop import EventLoop
+from proto.store_client import StoreClient
 
 from .classifier import TIERS, Classifier
 from .inline import InlineResponder
@@ -35,33 +37,22 @@ log = logging.getLogger("router")
 FRONTEND_BATCH = 256
 
 
-class PendingWrite:
-    __slots__ = ("payload", "answer", "waiters", "sent_at")
-
-    def __init__(self, payload: bytes, answer: ClientOut, waiter: bytes, sent_at: float) -> None:
-        self.payload = payload
-        self.answer = answer
-        self.waiters = [waiter]
-        self.sent_at = sent_at
-
-
 class Router:
     def __init__(self, config: RouterConfig, frontend: zmq.Socket, store: zmq.Socket,
                  database: Path, busy_timeout_ms: int, classifier: Classifier,
                  loop: EventLoop) -> None:
         self.config = config
         self.frontend = frontend
-        self.store = store
         self.database = database
         self.busy_timeout_ms = busy_timeout_ms
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
-        self.store_codec = Codec(StoreIn)
-        self.ack_codec = Codec(StoreOut)
         self.inline = InlineResponder(self.stats)
-        self.pending: dict[str, PendingWrite] = {}
-        self.retry_timer = None
+        self.storage = StoreClient(store, loop, config.store_ack_timeout,
+                                   self._on_committed, self._on_store_failed)
+        # Answers waiting for their write to be committed: message id -> (answer, clients).
+        self.waiting: dict[str, tuple[ClientOut, list[bytes]]] = {}
         self.reader: sqlite3.Connection | None = None
         self.on_drained: Callable[[], None] | None = None
         self.state = "serving"
@@ -71,14 +62,15 @@ class Router:
 
     def start(self) -> None:
         self.loop.add_reader(self.frontend, self.on_frontend_readable)
-        self.loop.add_reader(self.store, self.on_store_readable)
+        self.storage.start()
 
     def stats(self) -> dict[str, Any]:
         return {
             "uptime": time.monotonic() - self.started,
             "messages": sum(self.tiers.values()),
             "tiers": dict(self.tiers),
-            "pending_writes": len(self.pending),
+            "pending_writes": len(self.waiting),
+            "store_resends": self.storage.resends,
             **self.counts,
         }
 
@@ -110,16 +102,16 @@ class Router:
             self.on_chat(identity, chat)
 
     def on_chat(self, identity: bytes, chat: Chat) -> None:
-        waiting = self.pending.get(chat.id)
+        waiting = self.waiting.get(chat.id)
         if waiting is not None:
-            waiting.waiters.append(identity)
+            waiting[1].append(identity)
             return
         stored = self._stored_answer(chat.id)
         if stored is not None:
             self.counts["resends_answered"] += 1
             self._send(identity, stored)
             return
-        if len(self.pending) >= self.config.max_pending_writes:
+        if len(self.waiting) >= self.config.max_pending_writes:
             self.counts["busy"] += 1
             self._send(identity, Notice(
                 id=chat.id, chat=chat.chat, kind="busy", retry_after=self.config.busy_retry_after,
@@ -137,10 +129,8 @@ class Router:
                                  "your message is stored")
         message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
                                 tier=verdict.tier, received_at=time.time())
-        payload = self.store_codec.encode(SaveExchange(message=message, answer=answer))
-        self.pending[chat.id] = PendingWrite(payload, answer, identity, time.monotonic())
-        self._send_to_store(payload)
-        self._arm_retry()
+        self.waiting[chat.id] = (answer, [identity])
+        self.storage.write(chat.id, SaveExchange(message=message, answer=answer))
 
     def _stored_answer(self, message_id: str) -> ClientOut | None:
         if self.reader is None:
@@ -164,60 +154,21 @@ class Router:
             log.warning("could not deliver %s to a client: %s", frame.id, exc.strerror)
 
     # -- store-writer ------------------------------------------------------------------
-    def _send_to_store(self, payload: bytes) -> None:
-        try:
-            self.store.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the store-writer is not keeping up; the retry timer sends it again
-
-    def on_store_readable(self) -> None:
-        while True:
-            try:
-                data = self.store.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                ack = self.ack_codec.decode(data)
-            except msgspec.DecodeError as exc:
-                log.error("unreadable frame from the store-writer: %s", exc)
-                continue
-            if isinstance(ack, Committed):
-                for key in ack.keys:
-                    write = self.pending.pop(key, None)
-                    if write is not None:
-                        for identity in write.waiters:
-                            self._send(identity, write.answer)
-            else:
-                log.error("store-writer could not store %d messages: %s", len(ack.keys), ack.error)
-                for key in ack.keys:
-                    write = self.pending.pop(key, None)
-                    if write is not None:
-                        for identity in write.waiters:
-                            self._send(identity, Notice(
-                                id=key, kind="error",
-                                text="your message could not be stored; please send it again later"))
-        if self.on_drained is not None and not self.pending:
+    def _on_committed(self, key: str) -> None:
+        answer, clients = self.waiting.pop(key)
+        for identity in clients:
+            self._send(identity, answer)
+        if self.on_drained is not None and not self.waiting:
             self._finish_drain()
 
-    def _arm_retry(self) -> None:
-        if self.retry_timer is None:
-            self.retry_timer = self.loop.call_later(self.config.store_ack_timeout, self._retry)
-
-    def _retry(self) -> None:
-        """Send again every write whose acknowledgement is overdue."""
-        self.retry_timer = None
-        overdue = time.monotonic() - self.config.store_ack_timeout
-        resent = 0
-        for write in self.pending.values():
-            if write.sent_at <= overdue:
-                write.sent_at = time.monotonic()
-                self._send_to_store(write.payload)
-                resent += 1
-        if resent:
-            self.counts["store_resends"] += resent
-            log.warning("store-writer has not acknowledged %d writes; sent them again", resent)
-        if self.pending:
-            self._arm_retry()
+    def _on_store_failed(self, key: str, error: str) -> None:
+        log.error("the store-writer could not store message %s: %s", key, error)
+        answer, clients = self.waiting.pop(key)
+        for identity in clients:
+            self._send(identity, Notice(id=key, chat=answer.chat, kind="error",
+                                        text="your message could not be stored; please send it again later"))
+        if self.on_drained is not None and not self.waiting:
+            self._finish_drain()
 
     # -- shutdown ----------------------------------------------------------------------
     def drain(self, done: Callable[[], None]) -> None:
@@ -227,19 +178,19 @@ class Router:
         # Messages already queued in the socket are not read: their clients get no answer
         # and resend to the next router, which is what the wire protocol asks of them.
         self.loop.remove_reader(self.frontend)
-        if not self.pending:
+        if not self.waiting:
             self._finish_drain()
             return
-        log.info("waiting for %d writes to be stored", len(self.pending))
+        log.info("waiting for %d writes to be stored", len(self.waiting))
         self.loop.call_later(self.config.drain_timeout, self._finish_drain)
 
     def _finish_drain(self) -> None:
         done, self.on_drained = self.on_drained, None
         if done is None:
             return
-        if self.pending:
+        if self.waiting:
             log.error("stopping with %d writes unacknowledged; their clients were not answered "
-                      "and will resend", len(self.pending))
+                      "and will resend", len(self.waiting))
         if self.reader is not None:
             self.reader.close()
         done()

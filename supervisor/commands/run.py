@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from proto.config import Config
 from proto.service import setup_logging
