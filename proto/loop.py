@@ -10,13 +10,18 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import signal
 import time
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import zmq
 
 log = logging.getLogger(__name__)
+
+# Worker threads for blocking calls (container starts and removals run side by side).
+THREADS = 4
 
 
 class Timer:
@@ -40,6 +45,9 @@ class EventLoop:
         self._running = False
         self._signal_pipe: tuple[int, int] | None = None
         self._on_signal: Callable[[int], None] | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._done_pipe: tuple[int, int] | None = None
 
     # -- registration ------------------------------------------------------------------
     def add_reader(self, source: zmq.Socket | int, callback: Callable[[], None]) -> None:
@@ -80,6 +88,46 @@ class EventLoop:
         for signum in data:
             self._on_signal(signum)
 
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """From any thread: run callback inside the loop, as soon as it wakes."""
+        if self._done_pipe is None:
+            raise RuntimeError("call enable_threads() from the loop's thread first")
+        self._done.put(callback)
+        os.write(self._done_pipe[1], b"x")
+
+    def enable_threads(self) -> None:
+        if self._done_pipe is None:
+            self._done_pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.add_reader(self._done_pipe[0], self._run_done)
+
+    def run_in_thread(self, work: Callable[[], Any], on_done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run blocking work (a docker call) off the loop; on_done(result, error) runs in it."""
+        self.enable_threads()
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="loop-work")
+
+        def call() -> None:
+            try:
+                result, error = work(), None
+            except BaseException as exc:  # handed to on_done, which decides
+                result, error = None, exc
+            self.call_soon_threadsafe(lambda: on_done(result, error))
+
+        self._threads.submit(call)
+
+    def _run_done(self) -> None:
+        assert self._done_pipe is not None
+        try:
+            os.read(self._done_pipe[0], 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                callback = self._done.get_nowait()
+            except queue.Empty:
+                return
+            callback()
+
     # -- running ---------------------------------------------------------------------
     def stop(self) -> None:
         self._running = False
@@ -110,6 +158,13 @@ class EventLoop:
                     callback()
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=False)
+            self._threads = None
+        if self._done_pipe is not None:
+            for fd in self._done_pipe:
+                os.close(fd)
+            self._done_pipe = None
         if self._signal_pipe is not None:
             signal.set_wakeup_fd(-1)
             for fd in self._signal_pipe:

@@ -28,21 +28,25 @@ def _check_ipc(endpoint: str) -> None:
         )
 
 
-def _socket(ctx: zmq.Context, kind: int, hwm: int | None) -> zmq.Socket:
+def _socket(ctx: zmq.Context, kind: int, hwm: int | None, options: dict[int, int] | None) -> zmq.Socket:
+    """hwm sets both directions; options (e.g. a one-way high-water mark) come after it."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     if hwm is not None:
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
+    for option, value in (options or {}).items():
+        sock.setsockopt(option, value)
     return sock
 
 
 def bind_router(
-    ctx: zmq.Context, endpoint: str, *, hwm: int | None = None, max_msg_size: int | None = None
+    ctx: zmq.Context, endpoint: str, *, hwm: int | None = None,
+    max_msg_size: int | None = None, options: dict[int, int] | None = None,
 ) -> zmq.Socket:
     """A ROUTER that raises instead of dropping a reply to an unknown or unreachable peer."""
     _check_ipc(endpoint)
-    sock = _socket(ctx, zmq.ROUTER, hwm)
+    sock = _socket(ctx, zmq.ROUTER, hwm, options)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     if max_msg_size is not None:
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
@@ -54,10 +58,11 @@ def bind_router(
 
 
 def connect_dealer(
-    ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None, hwm: int | None = None
+    ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None,
+    options: dict[int, int] | None = None,
 ) -> zmq.Socket:
     _check_ipc(endpoint)
-    sock = _socket(ctx, zmq.DEALER, hwm)
+    sock = _socket(ctx, zmq.DEALER, None, options)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
     sock.connect(endpoint)

@@ -46,9 +46,10 @@ class StoreClient:
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
 
-    def write(self, key: str, frame: msgspec.Struct) -> None:
+    def write(self, frame: Any) -> None:
+        """Send a store frame; its ``key`` is what the acknowledgement will name."""
         payload = self.codec.encode(frame)
-        self.pending[key] = [payload, time.monotonic()]
+        self.pending[frame.key] = [payload, time.monotonic()]
         self._send(payload)
         if self.retry_timer is None:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)

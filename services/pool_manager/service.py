@@ -1,18 +1,265 @@
-"""pool-manager: warm agent containers (issue 5). For now it only answers health probes, so
-the supervisor can already run, probe and restart it."""
+"""pool-manager: runs container-tier jobs on warm agents, and answers the router.
+
+Backpressure: a job is read from the router's socket only while fewer jobs are active than
+the concurrency limit allows. Otherwise the socket is left unread, its small high-water mark
+fills, and the router's non-blocking send fails at once — which is how the router learns to
+queue and tell the user.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Callable
+
+import msgspec
+import zmq
+
+from proto import ipc
+from proto.config import Config
+from proto.frames import Codec, Job, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage
+from proto.loop import EventLoop, Timer
+from proto.store_client import StoreClient
+
+from .agents import Agent
+from .concurrency import ConcurrencyLimit
+from .ipc_reader import IpcReader
+from .pool import WarmPool
+
+log = logging.getLogger(__name__)
+
+# A job is tried on a second agent when its first one is lost mid-job; then it fails.
+MAX_ATTEMPTS = 2
+PER_MILLION = 1_000_000
+# Rejections that show an agent acting against the protocol: it is replaced, not trusted.
+HOSTILE = (ipc.BadSignature, ipc.WrongChat, ipc.OutsideFolder, ipc.SymlinkRejected)
+
+
+class ActiveJob:
+    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received")
+
+    def __init__(self, job: Job, peer: bytes) -> None:
+        self.job = job
+        self.peer = peer
+        self.agent: Agent | None = None
+        self.attempts = 0
+        self.timer: Timer | None = None
+        self.received = time.monotonic()
 
 
 class PoolManager:
-    def __init__(self) -> None:
+    def __init__(self, config: Config, socket: zmq.Socket, storage_socket: zmq.Socket,
+                 loop: EventLoop, backend, backend_note: str, name_prefix: str) -> None:
+        self.config = config
+        self.socket = socket
+        self.loop = loop
+        self.backend = backend
+        self.backend_note = backend_note
+        self.codec = Codec(PoolIn)
+        self.out = Codec(PoolOut)
+        self.reader = IpcReader(loop, config.pool.sweep_interval, self._on_agent_message, self._on_rejected)
+        self.pool = WarmPool(config.pool, backend, self.reader, loop, config.home / "agents",
+                             name_prefix, self._on_agent_ready, self._on_agent_lost)
+        self.limit = ConcurrencyLimit(config.pool.max_concurrency, config.pool.cpu_per_agent,
+                                      config.pool.memory_per_agent_mb)
+        self.storage = StoreClient(storage_socket, loop, config.router.store_ack_timeout,
+                                   lambda key: None, self._on_store_failed)
+        self.jobs: dict[str, ActiveJob] = {}
+        self.reading = False
+        self.load_timer: Timer | None = None
         self.state = "serving"
+        self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0}
+
+    def start(self) -> None:
+        self.storage.start()
+        self.pool.start()
+        self._update_reading()
+        log.info("agents run on the %s backend%s", self.backend.name,
+                 f" ({self.backend_note})" if self.backend_note else "")
 
     def stats(self) -> dict[str, Any]:
-        return {"available": False}
+        return {**self.backend.describe(), "backend_note": self.backend_note,
+                "limit": self.limit.limit, "max_concurrency": self.config.pool.max_concurrency,
+                "load": self.limit.measured, "active_jobs": len(self.jobs), **self.counts,
+                "pool": self.pool.stats(), "ipc": self.reader.counts}
 
+    # -- taking jobs -------------------------------------------------------------------
+    def _update_reading(self) -> None:
+        """Read jobs only while a slot is free (re-measuring load before each start)."""
+        wanted = self.state == "serving" and len(self.jobs) < self.limit.evaluate(len(self.jobs))
+        if wanted and not self.reading:
+            self.loop.add_reader(self.socket, self.on_readable)
+        elif not wanted and self.reading:
+            self.loop.remove_reader(self.socket)
+        self.reading = wanted
+        if self.jobs and self.load_timer is None:
+            self.load_timer = self.loop.call_later(self.config.pool.load_interval, self._remeasure)
+
+    def _remeasure(self) -> None:
+        self.load_timer = None
+        self._update_reading()
+
+    def on_readable(self) -> None:
+        while len(self.jobs) < self.limit.limit:
+            try:
+                peer, data = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ValueError:
+                continue
+            try:
+                job = self.codec.decode(data)
+            except msgspec.DecodeError as exc:
+                log.error("unreadable job frame: %s", exc)
+                continue
+            if job.id in self.jobs:
+                self.jobs[job.id].peer = peer  # sent again after the router reconnected
+                continue
+            active = ActiveJob(job, peer)
+            self.jobs[job.id] = active
+            self.counts["jobs"] += 1
+            self._dispatch(active)
+        self._update_reading()
+
+    def _dispatch(self, active: ActiveJob) -> None:
+        active.attempts += 1
+        agent = self.pool.acquire(active.job.chat)
+        active.agent = agent
+        if agent.state == "idle" and agent.job is None:
+            self._run(agent, active.job)
+        else:
+            agent.backlog.append(active.job)  # warming (cold start) or busy with this chat
+
+    def _run(self, agent: Agent, job: Job) -> None:
+        active = self.jobs.get(job.id)
+        if active is None:
+            return
+        agent.state = "busy"
+        agent.job = job
+        payload = {"text": job.text, "provider": {"model": job.model},
+                   "context": [{"text": p.text, "source": p.source} for p in job.context],
+                   "history": [{"role": t.role, "content": t.content} for t in job.history]}
+        try:
+            agent.send_job(payload, job.id)
+        except OSError as exc:
+            self._finish(active, error=f"could not hand the job to its agent: {exc}")
+            return
+        active.timer = self.loop.call_later(self.config.pool.job_timeout, lambda: self._timed_out(job.id))
+        self.storage.write(SaveJob(
+            id=job.id, message_id=job.id, chat=job.chat, tier=job.tier, state="running", container=agent.id))
+
+    def _timed_out(self, job_id: str) -> None:
+        active = self.jobs.get(job_id)
+        if active is not None:
+            self._finish(active, error=f"the agent gave no answer within {self.config.pool.job_timeout:g} s")
+
+    # -- what agents say ---------------------------------------------------------------
+    def _on_agent_ready(self, agent: Agent) -> None:
+        if agent.backlog:
+            self._run(agent, agent.backlog.popleft())
+
+    def _on_agent_message(self, agent: Agent, message: ipc.Message) -> None:
+        if message.kind == "ready":
+            self.pool.agent_ready(agent)
+            return
+        active = self.jobs.get(message.job)
+        if message.kind == "exit":
+            self.pool.agent_exited(agent.id)
+        elif active is None or active.agent is not agent:
+            log.warning("agent %s wrote %s for a job it is not running", agent.id, message.kind)
+        elif message.kind == "progress":
+            self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
+                                                text=str(message.payload.get("stage", "working"))))
+        elif message.kind == "result":
+            self._finish(active, result=message.payload)
+        elif message.kind == "error":
+            self._finish(active, error=str(message.payload.get("error", "the agent failed")))
+
+    def _on_rejected(self, agent: Agent, error: ipc.IpcError) -> None:
+        log.warning("rejected a file from agent %s: %s", agent.id, error)
+        if isinstance(error, HOSTILE) and agent.state != "retired":
+            self.pool.retire(agent, f"broke the IPC protocol ({type(error).__name__})")
+            self._on_agent_lost(agent, "its agent broke the IPC protocol")
+
+    def _on_agent_lost(self, agent: Agent, why: str) -> None:
+        """Jobs of a lost agent get one more try on a fresh agent, then an error."""
+        lost = [job for job in ([agent.job] if agent.job else []) + list(agent.backlog)]
+        agent.job = None
+        agent.backlog.clear()
+        for job in lost:
+            active = self.jobs.get(job.id)
+            if active is None:
+                continue
+            if active.timer is not None:
+                active.timer.cancel()
+            if active.attempts < MAX_ATTEMPTS:
+                log.warning("job %s lost its agent (%s); trying another", job.id, why)
+                self._dispatch(active)
+            else:
+                self._finish(active, error=why)
+
+    # -- finishing ---------------------------------------------------------------------
+    def _finish(self, active: ActiveJob, result: dict | None = None, error: str = "") -> None:
+        job, agent = active.job, active.agent
+        del self.jobs[job.id]
+        if active.timer is not None:
+            active.timer.cancel()
+        frame = self._result_frame(job, agent, result, error)
+        self.counts["errors" if frame.error else "results"] += 1
+        self._send(active.peer, frame)
+        self.storage.write(SaveJob(
+            id=job.id, message_id=job.id, chat=job.chat, tier=job.tier,
+            state="failed" if frame.error else "done", container=agent.id if agent else ""))
+        if not frame.error:
+            price = self.config.prices.get(frame.model)
+            cost = ((frame.input_tokens * price.input + frame.output_tokens * price.output) / PER_MILLION
+                    if price else 0.0)
+            self.storage.write(SaveUsage(
+                job_id=job.id, model=frame.model, input_tokens=frame.input_tokens,
+                output_tokens=frame.output_tokens, cost_usd=cost))
+        if agent is not None and agent.job is job:
+            agent.job = None
+            if error:
+                self.pool.retire(agent, "its job failed")
+                self._on_agent_lost(agent, error)  # its backlog moves to a fresh agent
+            else:
+                self.pool.release(agent)
+                if agent.state == "idle" and agent.backlog:
+                    self._run(agent, agent.backlog.popleft())
+                elif agent.state == "retired" and agent.backlog:
+                    self._on_agent_lost(agent, "its agent was retired")
+        self._update_reading()
+
+    @staticmethod
+    def _result_frame(job: Job, agent: Agent | None, result: dict | None, error: str) -> JobResult:
+        container = agent.id if agent else ""
+        if result is None:
+            return JobResult(id=job.id, chat=job.chat, error=error, container=container)
+        usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+        agent_name = str(result.get("agent", ""))
+        return JobResult(
+            id=job.id, chat=job.chat, text=str(result.get("text", "")), agent=agent_name,
+            model=agent_name.split(":", 1)[1] if ":" in agent_name else agent_name,
+            container=container,
+            input_tokens=int(usage.get("input_tokens") or usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or usage.get("completion_tokens") or 0))
+
+    def _send(self, peer: bytes, frame: JobResult | JobProgress) -> None:
+        try:
+            self.socket.send_multipart([peer, self.out.encode(frame)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # The router is restarting; it sends its unanswered jobs again when it is back.
+            self.counts["undeliverable"] += 1
+            log.warning("could not send %s for job %s to the router: %s",
+                        type(frame).__name__, frame.id, exc.strerror)
+
+    def _on_store_failed(self, key: str, error: str) -> None:
+        log.error("the store-writer could not store %s: %s", key, error)
+
+    # -- shutdown ----------------------------------------------------------------------
     def drain(self, done: Callable[[], None]) -> None:
+        """Stop taking jobs and remove every agent. Unfinished jobs are not answered here:
+        the router still has them and sends them again after a restart."""
         self.state = "draining"
-        done()
+        self._update_reading()
+        self.pool.stop(done)

@@ -1,5 +1,7 @@
 """python -m services.router: wire the configuration to the router."""
 
+import zmq
+
 from proto.config import Config
 from proto.loop import EventLoop
 from proto.service import run_service
@@ -8,13 +10,17 @@ from proto.sockets import bind_router, connect_dealer
 from .classifier import Classifier
 from .service import Router
 
+POOL_IDENTITY = b"router"
+
 
 def build(config: Config, ctx, loop: EventLoop) -> Router:
     frontend = bind_router(ctx, config.router.frontend, hwm=config.router.frontend_hwm,
                            max_msg_size=config.router.hard_frame_bytes)
     store = connect_dealer(ctx, config.endpoint("store"))
-    router = Router(config.router, frontend, store, config.database, config.store.busy_timeout_ms,
-                    Classifier.load(), loop)
+    # A fixed identity: the pool-manager's answers reach a restarted router too.
+    pool = connect_dealer(ctx, config.endpoint("pool"), identity=POOL_IDENTITY, options={
+        zmq.SNDHWM: config.pool.queue_hwm, zmq.SNDBUF: config.pool.queue_buffer_bytes})
+    router = Router(config, frontend, store, pool, Classifier.load(), loop)
     router.start()
     return router
 

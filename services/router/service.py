@@ -13,16 +13,15 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 import zmq
 
-from proto.config import Router as RouterConfig
-from proto.db import open_readonly, stored_answer
+from proto.config import Config
+from proto.db import NOT_STORED, open_readonly, recent_turns, stored_answer, unfinished_messages
 from proto.frames import (
-    Chat, ClientIn, ClientOut, Codec, Notice, Reply, SaveExchange, StoredMessage,
+    Chat, ClientIn, ClientOut, Codec, Job, Notice, Reply, SaveExchange, StoredMessage, Turn,
     describe_decode_error,
 )
 from proto.loop import EventLoop
@@ -30,29 +29,30 @@ from proto.store_client import StoreClient
 
 from .classifier import TIERS, Classifier
 from .inline import InlineResponder
+from .jobs import JobDispatcher
 
 log = logging.getLogger("router")
 
 # Frames read from the frontend per wake-up before the store socket gets its turn.
 FRONTEND_BATCH = 256
+AGENT_TIERS = ("container-light", "container-full")
 
 
 class Router:
-    def __init__(self, config: RouterConfig, frontend: zmq.Socket, store: zmq.Socket,
-                 database: Path, busy_timeout_ms: int, classifier: Classifier,
-                 loop: EventLoop) -> None:
-        self.config = config
+    def __init__(self, config: Config, frontend: zmq.Socket, store: zmq.Socket, pool: zmq.Socket,
+                 classifier: Classifier, loop: EventLoop) -> None:
+        self.config = config.router
+        self.full_config = config
         self.frontend = frontend
-        self.database = database
-        self.busy_timeout_ms = busy_timeout_ms
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
         self.inline = InlineResponder(self.stats)
-        self.storage = StoreClient(store, loop, config.store_ack_timeout,
+        self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed)
-        # Answers waiting for their write to be committed: message id -> (answer, clients).
-        self.waiting: dict[str, tuple[ClientOut, list[bytes]]] = {}
+        self.jobs = JobDispatcher(config.jobs, pool, loop, self._send, self.persist)
+        # Writes waiting to be committed: store key -> (answer to send, clients, then what).
+        self.waiting: dict[str, tuple[ClientOut | None, list[bytes], Callable[[], None] | None]] = {}
         self.reader: sqlite3.Connection | None = None
         self.on_drained: Callable[[], None] | None = None
         self.state = "serving"
@@ -63,6 +63,8 @@ class Router:
     def start(self) -> None:
         self.loop.add_reader(self.frontend, self.on_frontend_readable)
         self.storage.start()
+        self.jobs.start()
+        self._resume()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class Router:
             "tiers": dict(self.tiers),
             "pending_writes": len(self.waiting),
             "store_resends": self.storage.resends,
+            "jobs": self.jobs.stats(),
             **self.counts,
         }
 
@@ -102,14 +105,7 @@ class Router:
             self.on_chat(identity, chat)
 
     def on_chat(self, identity: bytes, chat: Chat) -> None:
-        waiting = self.waiting.get(chat.id)
-        if waiting is not None:
-            waiting[1].append(identity)
-            return
-        stored = self._stored_answer(chat.id)
-        if stored is not None:
-            self.counts["resends_answered"] += 1
-            self._send(identity, stored)
+        if self._answer_resend(identity, chat):
             return
         if len(self.waiting) >= self.config.max_pending_writes:
             self.counts["busy"] += 1
@@ -119,25 +115,71 @@ class Router:
             return
         verdict = self.classifier.classify(chat.text)
         self.tiers[verdict.tier] += 1
-        answer: ClientOut
+        needs_agent = verdict.tier in AGENT_TIERS
+        message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
+                                tier=verdict.tier, received_at=time.time(),
+                                status="accepted" if needs_agent else "answered")
         if verdict.tier == "inline":
             answer = Reply(id=chat.id, chat=chat.chat, tier="inline",
                            text=self.inline.respond(verdict.intent, chat.text))
-        else:
+            self.persist(SaveExchange(message=message, answer=answer), answer, [identity])
+        elif verdict.tier == "oracle-only":
             answer = Notice(id=chat.id, chat=chat.chat, kind="unavailable",
-                            text=f"the {verdict.tier} tier is not available yet; "
-                                 "your message is stored")
-        message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
-                                tier=verdict.tier, received_at=time.time())
-        self.waiting[chat.id] = (answer, [identity])
-        self.storage.write(chat.id, SaveExchange(message=message, answer=answer))
+                            text="the oracle-only tier is not available yet; your message is stored")
+            self.persist(SaveExchange(message=message, answer=answer), answer, [identity])
+        else:
+            # Stored first, so the message is never lost, then handed to an agent.
+            clients = [identity]
+            self.persist(SaveExchange(message=message), None, clients,
+                         then=lambda: self.jobs.submit(self._job(message), clients))
 
-    def _stored_answer(self, message_id: str) -> ClientOut | None:
-        if self.reader is None:
-            if not self.database.exists():
-                return None
-            self.reader = open_readonly(self.database, self.busy_timeout_ms)
-        return stored_answer(self.reader, message_id)
+    def _answer_resend(self, identity: bytes, chat: Chat) -> bool:
+        """A message id seen before is never processed again: join it or answer from storage."""
+        waiting = self.waiting.get(chat.id)
+        if waiting is not None:
+            waiting[1].append(identity)
+            return True
+        if chat.id in self.jobs:
+            self.jobs.follow(chat.id, identity)
+            return True
+        stored, answer = self._stored(chat.id)
+        if not stored:
+            return False
+        self.counts["resends_answered"] += 1
+        self._send(identity, answer or Notice(id=chat.id, chat=chat.chat, kind="queued",
+                                              text="still working on it"))
+        return True
+
+    def _job(self, message: StoredMessage) -> Job:
+        model = (self.full_config.agents.light_model if message.tier == "container-light"
+                 else self.full_config.agents.full_model)
+        history = [Turn(role=role, content=text) for role, text in
+                   recent_turns(self._reader(), message.chat, message.id,
+                                self.full_config.jobs.history_turns)]
+        return Job(id=message.id, chat=message.chat, tier=message.tier, model=model,
+                   text=message.text, history=history)
+
+    def _resume(self) -> None:
+        """Jobs a previous router accepted but never answered go to the pool again."""
+        reader = self._reader()
+        if reader is None:
+            return
+        unfinished = unfinished_messages(reader)
+        if unfinished:
+            log.warning("resuming %d unanswered jobs from before the restart", len(unfinished))
+        for message_id, chat, sender, text, tier in unfinished:
+            message = StoredMessage(id=message_id, chat=chat, sender=sender, text=text, tier=tier,
+                                    received_at=0.0, status="accepted")
+            self.jobs.submit(self._job(message), [])
+
+    def _reader(self) -> sqlite3.Connection | None:
+        if self.reader is None and self.full_config.database.exists():
+            self.reader = open_readonly(self.full_config.database, self.full_config.store.busy_timeout_ms)
+        return self.reader
+
+    def _stored(self, message_id: str) -> tuple[bool, ClientOut | None]:
+        reader = self._reader()
+        return stored_answer(reader, message_id) if reader is not None else NOT_STORED
 
     def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
         self.counts["bad_frames"] += 1
@@ -154,18 +196,28 @@ class Router:
             log.warning("could not deliver %s to a client: %s", frame.id, exc.strerror)
 
     # -- store-writer ------------------------------------------------------------------
+    def persist(self, frame: Any, answer: ClientOut | None, clients: list[bytes],
+                then: Callable[[], None] | None = None) -> None:
+        """Store a frame; once committed, send ``answer`` to the clients and run ``then``."""
+        self.waiting[frame.key] = (answer, clients, then)
+        self.storage.write(frame)
+
     def _on_committed(self, key: str) -> None:
-        answer, clients = self.waiting.pop(key)
-        for identity in clients:
-            self._send(identity, answer)
+        answer, clients, then = self.waiting.pop(key)
+        if answer is not None:
+            for identity in clients:
+                self._send(identity, answer)
+        if then is not None:
+            then()
         if self.on_drained is not None and not self.waiting:
             self._finish_drain()
 
     def _on_store_failed(self, key: str, error: str) -> None:
-        log.error("the store-writer could not store message %s: %s", key, error)
-        answer, clients = self.waiting.pop(key)
+        log.error("the store-writer could not store %s: %s", key, error)
+        answer, clients, _ = self.waiting.pop(key)
+        message_id = key.split("#", 1)[0]
         for identity in clients:
-            self._send(identity, Notice(id=key, chat=answer.chat, kind="error",
+            self._send(identity, Notice(id=message_id, kind="error",
                                         text="your message could not be stored; please send it again later"))
         if self.on_drained is not None and not self.waiting:
             self._finish_drain()

@@ -1,0 +1,62 @@
+"""One agent: a container (or local process) with its own IPC folder, serving one chat."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from proto import ipc
+from proto.frames import Job
+
+
+class Agent:
+    """States: warming (created, not ready) → ready (unassigned) → busy ⇄ idle (bound to one
+    chat) → retired (being removed)."""
+
+    def __init__(self, agent_id: str, root: Path, owner: tuple[int, int] | None) -> None:
+        self.id = agent_id
+        self.layout, self.secret = (ipc.prepare(root, *owner) if owner else ipc.prepare(root))
+        self.handle: Any = None      # the backend's container or process
+        self.state = "warming"
+        self.starting = False                # the backend's start call is under way
+        self.chat: str | None = None
+        self.uses = 0
+        self.uses_started = False            # has it been sent a job (so bound its chat)?
+        self.created = time.monotonic()
+        self.ready_at: float | None = None
+        self.last_used = self.created
+        self.job: Job | None = None          # the job it is running
+        self.backlog: deque[Job] = deque()   # this chat's jobs waiting for it
+        self.writer: ipc.Writer | None = None
+
+    @property
+    def expected_chat(self) -> str:
+        """The only chat this agent's files may speak for: none until its first job binds it
+        (its `ready` comes before that, even when a chat is already waiting for it)."""
+        return self.chat if self.chat is not None and self.uses_started else ipc.UNASSIGNED_CHAT
+
+    def bind(self, chat: str) -> None:
+        self.chat = chat
+        self.writer = ipc.Writer(self.layout.to_agent, self.secret, chat)
+
+    def send_job(self, payload: dict, job_id: str) -> None:
+        assert self.writer is not None, "bind the agent to a chat first"
+        self.writer.write("job", job_id, payload)
+        self.uses_started = True
+
+    def send_stop(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.write("stop", "", {})
+            except OSError:
+                pass  # the folder is already gone: the container is being removed anyway
+
+    def discard_files(self) -> None:
+        """Remove the IPC area (the key file with it)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        shutil.rmtree(self.layout.root, ignore_errors=True)

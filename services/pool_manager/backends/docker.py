@@ -1,0 +1,118 @@
+"""The Docker backend: each agent is a hardened container of the pre-built agent image.
+
+Hardening (every container): no network unless configured, read-only root filesystem, all
+capabilities dropped, no-new-privileges, a non-root user, memory/pids/CPU limits, a small
+tmpfs for /tmp, the agent's IPC folder bind-mounted read-write at /ipc and its key file
+read-only. Every container is labelled with this warmwire's home, so the ones a previous
+run left behind are found and removed at start and at stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable
+
+import docker
+import docker.errors
+
+from proto import ipc
+from proto.config import Config
+from proto.loop import EventLoop
+
+from .common import PROVIDER_KEY_IN_CONTAINER, container_user, home_label, provider_environment
+
+log = logging.getLogger(__name__)
+
+ROLE_LABEL, HOME_LABEL, AGENT_LABEL = "warmwire.role", "warmwire.home", "warmwire.agent"
+NANO = 1_000_000_000
+TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m"
+LOG_MAX_SIZE = "1m"
+API_TIMEOUT = 30  # seconds for one engine call
+
+
+class DockerUnavailable(Exception):
+    pass
+
+
+def container_options(config: Config, image: str, agent_id: str, layout: ipc.Layout,
+                      home: str) -> dict:
+    """Arguments for docker SDK ``containers.run``: the hardening every agent gets."""
+    pool = config.pool
+    uid, gid = container_user() or (os.getuid(), os.getgid())
+    volumes = {str(layout.ipc_dir): {"bind": ipc.CONTAINER_IPC_DIR, "mode": "rw"},
+               str(layout.key_file): {"bind": ipc.CONTAINER_KEY_FILE, "mode": "ro"}}
+    if config.agents.provider != "offline" and config.agents.api_key_file:
+        volumes[config.agents.api_key_file] = {"bind": PROVIDER_KEY_IN_CONTAINER, "mode": "ro"}
+    return dict(
+        image=image, name=agent_id, detach=True, user=f"{uid}:{gid}",
+        read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        network_mode=pool.network, mem_limit=pool.memory, memswap_limit=pool.memory,
+        pids_limit=pool.pids, nano_cpus=int(pool.cpus * NANO),
+        tmpfs={"/tmp": TMPFS_OPTIONS}, volumes=volumes,
+        labels={ROLE_LABEL: "agent", HOME_LABEL: home, AGENT_LABEL: agent_id},
+        log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE}},
+        environment=provider_environment(config, PROVIDER_KEY_IN_CONTAINER),
+    )
+
+
+class DockerBackend:
+    name = "docker"
+    agent_owner = container_user()
+
+    def __init__(self, config: Config, loop: EventLoop, on_exit: Callable[[str], None]) -> None:
+        self.config = config
+        self.loop = loop
+        self.on_exit = on_exit
+        self.home = home_label(config)
+        try:
+            self.client = docker.from_env(timeout=API_TIMEOUT)
+            self.client.ping()
+            self.client.images.get(config.pool.image)
+        except docker.errors.ImageNotFound:
+            raise DockerUnavailable(f"image {config.pool.image} is not built (./run.sh image)") from None
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"no engine answers ({type(exc).__name__})") from None
+        loop.enable_threads()
+        threading.Thread(target=self._follow_exits, name="docker-events", daemon=True).start()
+
+    def _follow_exits(self) -> None:
+        """The engine's event stream: each of our containers that dies is reported to the loop."""
+        events = docker.from_env(timeout=None).events(
+            decode=True, filters={"type": "container", "event": "die",
+                                  "label": f"{HOME_LABEL}={self.home}"})
+        for event in events:
+            agent_id = event.get("Actor", {}).get("Attributes", {}).get(AGENT_LABEL)
+            if agent_id:
+                self.loop.call_soon_threadsafe(lambda agent_id=agent_id: self.on_exit(agent_id))
+
+    def start(self, agent) -> None:
+        agent.handle = self.client.containers.run(
+            **container_options(self.config, self.config.pool.image, agent.id, agent.layout, self.home))
+
+    def watch(self, agent) -> None:
+        pass  # exits arrive through the event stream
+
+    def stop(self, agent) -> None:
+        if agent.handle is None:
+            return
+        try:
+            agent.handle.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            log.error("could not remove container %s: %s", agent.id, exc)
+
+    def remove_leftovers(self) -> int:
+        leftovers = self.client.containers.list(all=True, filters={"label": f"{HOME_LABEL}={self.home}"})
+        for container in leftovers:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        return len(leftovers)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "image": self.config.pool.image, "network": self.config.pool.network,
+                "isolation": "container: read-only root, no capabilities, non-root, limits"}

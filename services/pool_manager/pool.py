@@ -1,0 +1,241 @@
+"""The warm pool: ready agents waiting for a chat, and the agents bound to chats.
+
+Acquiring is a hand-over: pop a ready agent, bind it to the chat, and start a replacement in
+the background. A chat's follow-ups go to its own agent while the session lasts; an agent
+never changes chat. Agents are retired after ``max_uses`` jobs, after a quiet
+``session_idle``, on any error, or when there are more ready ones than ``min_ready`` for
+``reap_idle``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from proto.config import Pool as PoolConfig
+from proto.loop import EventLoop, Timer
+
+from .agents import Agent
+from .ipc_reader import IpcReader
+
+log = logging.getLogger(__name__)
+
+SAMPLES_KEPT = 1000           # acquire and cold-start times kept for status percentiles
+START_RETRY_DELAY = 2.0       # after an agent failed to start, before starting another
+
+
+def percentile(samples, fraction: float) -> float | None:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
+
+
+class WarmPool:
+    def __init__(self, config: PoolConfig, backend, reader: IpcReader, loop: EventLoop,
+                 agents_dir: Path, name_prefix: str,
+                 on_ready: Callable[[Agent], None], on_lost: Callable[[Agent, str], None]) -> None:
+        self.config = config
+        self.backend = backend
+        self.reader = reader
+        self.loop = loop
+        self.agents_dir = agents_dir
+        self.name_prefix = name_prefix
+        self.on_ready = on_ready
+        self.on_lost = on_lost
+        self.numbers = itertools.count(1)
+        self.agents: dict[str, Agent] = {}
+        self.ready: deque[Agent] = deque()
+        self.sessions: dict[str, Agent] = {}
+        self.acquire_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.cold_start_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.counts = {"acquisitions": 0, "cold_starts": 0, "created": 0, "retired": 0,
+                       "start_failures": 0, "lost": 0}
+        self.reap_timer: Timer | None = None
+        self.removing = 0
+        self.stopping = False
+        self.on_stopped: Callable[[], None] | None = None
+
+    # -- creating ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.agents_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        left = self.backend.remove_leftovers()
+        if left:
+            log.warning("removed %d agent containers left by an earlier run", left)
+        self.fill()
+
+    def _unassigned_warming(self) -> int:
+        return sum(1 for a in self.agents.values() if a.state == "warming" and a.chat is None)
+
+    def fill(self) -> None:
+        """Start agents until min_ready are ready or on their way."""
+        if self.stopping:
+            return
+        for _ in range(self.config.min_ready - len(self.ready) - self._unassigned_warming()):
+            self.create()
+
+    def create(self, chat: str | None = None) -> Agent:
+        agent_id = f"{self.name_prefix}-{next(self.numbers)}"
+        agent = Agent(agent_id, self.agents_dir / agent_id, self.backend.agent_owner)
+        if chat is not None:
+            agent.bind(chat)
+        self.agents[agent_id] = agent
+        self.reader.watch(agent)  # before the start, so `ready` cannot be missed
+        self.counts["created"] += 1
+        agent.starting = True
+        self.loop.run_in_thread(lambda: self.backend.start(agent),
+                                lambda _, error: self._started(agent, error))
+        return agent
+
+    def _started(self, agent: Agent, error: BaseException | None) -> None:
+        agent.starting = False
+        if agent.state == "retired":
+            # Retired while its start was under way (e.g. warmwire is stopping): remove what
+            # the start made now, or the container would outlive the pool.
+            self._remove(agent)
+            return
+        if error is not None:
+            self.counts["start_failures"] += 1
+            log.error("could not start agent %s: %s", agent.id, error)
+            self.retire(agent, "start failed", refill=False)
+            self.on_lost(agent, f"could not start an agent: {error}")
+            self.loop.call_later(START_RETRY_DELAY, self.fill)
+            return
+        self.backend.watch(agent)
+        self.loop.call_later(self.config.ready_timeout, lambda: self._check_ready(agent))
+
+    def _check_ready(self, agent: Agent) -> None:
+        if agent.state == "warming":
+            log.error("agent %s not ready %g s after start; replacing it", agent.id, self.config.ready_timeout)
+            self.retire(agent, "not ready")
+            self.on_lost(agent, "the agent did not become ready")
+
+    def agent_ready(self, agent: Agent) -> None:
+        """Its `ready` file arrived: hand it to its waiting chat, or to the ready queue."""
+        if agent.state != "warming":
+            return
+        agent.ready_at = time.monotonic()
+        self.cold_start_ms.append((agent.ready_at - agent.created) * 1000)
+        if agent.chat is None:
+            agent.state = "ready"
+            self.ready.append(agent)
+            self._arm_reaper()
+        else:
+            agent.state = "idle"
+            self.on_ready(agent)
+
+    # -- handing out -------------------------------------------------------------------
+    def acquire(self, chat: str) -> Agent:
+        """The chat's agent: its session, a ready one (a hand-over), or a new one (cold)."""
+        started = time.perf_counter()
+        agent = self.sessions.get(chat)
+        if agent is None:
+            if self.ready:
+                agent = self.ready.popleft()
+                agent.bind(chat)
+                agent.state = "idle"
+                self.counts["acquisitions"] += 1
+                self.acquire_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                agent = self.create(chat)
+                self.counts["cold_starts"] += 1
+            self.sessions[chat] = agent
+            self.fill()
+        return agent
+
+    def release(self, agent: Agent) -> None:
+        """A job finished well: keep the agent for its chat, unless it has served enough."""
+        agent.uses += 1
+        agent.last_used = time.monotonic()
+        if agent.uses >= self.config.max_uses:
+            self.retire(agent, f"served {agent.uses} jobs")
+        else:
+            agent.state = "idle"
+            self._arm_reaper()
+
+    # -- retiring ----------------------------------------------------------------------
+    def retire(self, agent: Agent, why: str, refill: bool = True) -> None:
+        if agent.state == "retired":
+            return
+        log.info("retiring agent %s (%s)", agent.id, why)
+        if agent.state == "ready":
+            self.ready.remove(agent)
+        agent.state = "retired"
+        self.counts["retired"] += 1
+        if agent.chat is not None and self.sessions.get(agent.chat) is agent:
+            del self.sessions[agent.chat]
+        self.reader.unwatch(agent)
+        self.agents.pop(agent.id, None)
+        self.removing += 1
+        if not agent.starting:  # else _started removes it once the start returns
+            self._remove(agent)
+        if refill:
+            self.fill()
+
+    def _remove(self, agent: Agent) -> None:
+        self.loop.run_in_thread(lambda: self.backend.stop(agent), lambda *_: self._removed(agent))
+
+    def _removed(self, agent: Agent) -> None:
+        agent.discard_files()
+        self.removing -= 1
+        if self.stopping and not self.removing and self.on_stopped is not None:
+            done, self.on_stopped = self.on_stopped, None
+            done()
+
+    def agent_exited(self, agent_id: str) -> None:
+        """The backend saw an agent exit that we did not retire: replace it."""
+        agent = self.agents.get(agent_id)
+        if agent is None or agent.state == "retired":
+            return
+        self.counts["lost"] += 1
+        never_ready = agent.state == "warming"
+        log.warning("agent %s exited unexpectedly%s; replacing it", agent_id,
+                    " before it was ready" if never_ready else "")
+        # An agent that dies at start would die again at once: wait before the next one.
+        self.retire(agent, "exited", refill=not never_ready)
+        if never_ready:
+            self.loop.call_later(START_RETRY_DELAY, self.fill)
+        self.on_lost(agent, "the agent stopped")
+
+    def _arm_reaper(self) -> None:
+        if self.reap_timer is None:
+            self.reap_timer = self.loop.call_later(min(self.config.reap_idle, self.config.session_idle), self._reap)
+
+    def _reap(self) -> None:
+        """Retire quiet sessions and surplus ready agents; re-arm only while any remain."""
+        self.reap_timer = None
+        now = time.monotonic()
+        for agent in list(self.sessions.values()):
+            if agent.state == "idle" and not agent.backlog and now - agent.last_used > self.config.session_idle:
+                self.retire(agent, "session ended", refill=False)
+        while len(self.ready) > self.config.min_ready and now - self.ready[0].ready_at > self.config.reap_idle:
+            self.retire(self.ready[0], "surplus ready agent", refill=False)
+        if self.sessions or len(self.ready) > self.config.min_ready:
+            self._arm_reaper()
+
+    def stop(self, done: Callable[[], None]) -> None:
+        """Remove every agent; done() once all are gone."""
+        self.stopping = True
+        self.on_stopped = done
+        for agent in list(self.agents.values()):
+            self.retire(agent, "warmwire is stopping", refill=False)
+        if not self.removing:
+            self.on_stopped = None
+            done()
+
+    def stats(self) -> dict:
+        states = {"warming": 0, "ready": 0, "idle": 0, "busy": 0}
+        for agent in self.agents.values():
+            states[agent.state] = states.get(agent.state, 0) + 1
+        acquire_avg = sum(self.acquire_ms) / len(self.acquire_ms) if self.acquire_ms else None
+        return {**states, "sessions": len(self.sessions), **self.counts,
+                "acquire_avg_ms": acquire_avg, "acquire_p99_ms": percentile(self.acquire_ms, 0.99),
+                "cold_start_p50_ms": percentile(self.cold_start_ms, 0.5)}
+
+
+def agent_name_prefix(home_label: str) -> str:
+    """Container names are unique per engine: this home, this pool-manager process."""
+    return f"ww-{home_label}-{os.getpid()}"

@@ -1,0 +1,180 @@
+"""Container-tier messages: hand them to the pool-manager, or hold them and say so.
+
+The send to the pool-manager never blocks. When it would (every agent slot is busy and the
+socket's small high-water mark is full), the job waits in a bounded queue and the user is
+told "queued, position N" at once; when that queue is full too, "busy, try again in T s",
+and the message is stored as refused. The queue is persisted as the messages' status, so a
+restarted router sends unanswered jobs again (``resume``).
+
+If the pool-manager restarts, the jobs it had are sent again when the socket reconnects
+(the pool-manager recognises a job it already has by its id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable
+
+import msgspec
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from proto.config import Jobs as JobsConfig
+from proto.frames import (
+    ClientOut, Codec, Job, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
+)
+from proto.loop import EventLoop
+
+log = logging.getLogger(__name__)
+
+# Answer sequence numbers per message: 0 is the first answer (none for a job), then these.
+SEQ_QUEUED, SEQ_FINAL = 1, 2
+# persist(frame, answer, clients): store the frame; once committed, send answer to clients.
+Persist = Callable[[SaveAnswer, "ClientOut | None", list], None]
+
+
+class Flight:
+    __slots__ = ("job", "clients", "queued")
+
+    def __init__(self, job: Job, clients: list[bytes]) -> None:
+        self.job = job
+        self.clients = clients
+        self.queued = False
+
+
+class JobDispatcher:
+    def __init__(self, config: JobsConfig, socket: zmq.Socket, loop: EventLoop,
+                 send: Callable[[bytes, ClientOut], None], persist: Persist) -> None:
+        self.config = config
+        self.socket = socket
+        self.loop = loop
+        self.send = send
+        self.persist = persist
+        self.codec = Codec(PoolIn)
+        self.answers = Codec(PoolOut)
+        self.flights: dict[str, Flight] = {}   # every job not answered yet
+        self.queue: deque[Flight] = deque()    # those the pool-manager has not taken
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.connected_before = False
+        self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0}
+
+    def start(self) -> None:
+        self.loop.add_reader(self.socket, self.on_readable)
+        self.loop.add_reader(self.monitor, self._on_monitor)
+
+    def stats(self) -> dict:
+        return {"in_flight": len(self.flights) - len(self.queue), "queued": len(self.queue),
+                "max_queued": self.config.max_queued, **self.counts}
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self.flights
+
+    def follow(self, job_id: str, client: bytes) -> None:
+        """A client resent the message of a job still running: it gets the answer too."""
+        flight = self.flights[job_id]
+        flight.clients.append(client)
+        position = self._position(flight)
+        self.send(client, Notice(id=job_id, chat=flight.job.chat, kind="queued", position=position,
+                                 text=f"still working on it (queued, position {position})" if position
+                                 else "still working on it"))
+
+    def _position(self, flight: Flight) -> int | None:
+        return self.queue.index(flight) + 1 if flight.queued else None
+
+    # -- sending -----------------------------------------------------------------------
+    def submit(self, job: Job, clients: list[bytes]) -> None:
+        """A stored message for an agent: send it, queue it, or refuse it, and say which."""
+        if job.id in self.flights:
+            return
+        self.counts["jobs"] += 1
+        flight = Flight(job, clients)
+        if not self.queue and self._try_send(job):
+            self.flights[job.id] = flight
+            return
+        if len(self.queue) >= self.config.max_queued:
+            self.counts["refused"] += 1
+            retry = self.config.busy_retry_after
+            busy = Notice(id=job.id, chat=job.chat, kind="busy", retry_after=retry,
+                          text=f"busy, try again in {retry:g} s")
+            self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="refused", answer=busy),
+                         busy, clients)
+            return
+        self.flights[job.id] = flight
+        flight.queued = True
+        self.queue.append(flight)
+        self.counts["queued"] += 1
+        position = len(self.queue)
+        notice = Notice(id=job.id, chat=job.chat, kind="queued", position=position,
+                        text=f"queued, position {position}")
+        for client in clients:
+            self.send(client, notice)
+        # Persisted as the message's status: a restarted router sends it again.
+        self.persist(SaveAnswer(message_id=job.id, seq=SEQ_QUEUED, status="queued", answer=notice), None, [])
+
+    def _try_send(self, job: Job) -> bool:
+        try:
+            self.socket.send(self.codec.encode(job), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def _send_queued(self) -> None:
+        while self.queue and self._try_send(self.queue[0].job):
+            self.queue.popleft().queued = False
+
+    # -- answers -----------------------------------------------------------------------
+    def on_readable(self) -> None:
+        while True:
+            try:
+                data = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                frame = self.answers.decode(data)
+            except msgspec.DecodeError as exc:
+                log.error("unreadable frame from the pool-manager: %s", exc)
+                continue
+            flight = self.flights.get(frame.id)
+            if flight is None:
+                continue  # answered already (a job sent twice, answered twice)
+            if isinstance(frame, JobProgress):
+                for client in flight.clients:
+                    self.send(client, Notice(id=frame.id, chat=frame.chat, kind="progress", text=frame.text))
+            else:
+                self._on_result(flight, frame)
+        self._send_queued()  # every answer frees a slot
+
+    def _on_result(self, flight: Flight, result: JobResult) -> None:
+        job = flight.job
+        del self.flights[job.id]
+        if result.error:
+            self.counts["failed"] += 1
+            log.error("job %s failed: %s", job.id, result.error)
+            save = SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="failed", answer=Notice(
+                id=job.id, chat=job.chat, kind="error", text=f"the agent could not answer: {result.error}"))
+        else:
+            self.counts["results"] += 1
+            save = SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="answered",
+                              answer=Reply(id=job.id, chat=job.chat, tier=job.tier, text=result.text))
+        self.persist(save, save.answer, flight.clients)
+
+    # -- reconnects --------------------------------------------------------------------
+    def _on_monitor(self) -> None:
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                if self.connected_before:
+                    self._resend_in_flight()
+                self.connected_before = True
+
+    def _resend_in_flight(self) -> None:
+        """A new pool-manager: it knows none of the jobs the old one was running."""
+        in_flight = [flight for flight in self.flights.values() if not flight.queued]
+        if in_flight:
+            log.warning("the pool-manager reconnected; sending its %d unanswered jobs again", len(in_flight))
+        for flight in in_flight:
+            if not self._try_send(flight.job):
+                flight.queued = True
+                self.queue.appendleft(flight)
+        self.counts["resent"] += len(in_flight)
