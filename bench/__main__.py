@@ -12,15 +12,18 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import msgspec
 import psutil
 
-from . import inline_latency
+from . import idle, inline_latency, overload, pool, routing, sqlite
 from .harness import System
+from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
-ROWS = (inline_latency,)
+# Idle first, while nothing else has run in this warmwire yet.
+ROWS = (idle, inline_latency, pool, sqlite, routing, overload)
 
 
 PROGRESS_WIDTH = 30
@@ -46,14 +49,19 @@ def machine() -> dict:
             "load_avg": os.getloadavg()}
 
 
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'row':<18}{'unit':<6}{'p50':>10}{'p99':>10}{'base p50':>11}{'base p99':>11}"
+    print(f"\n{'row':<20}{'unit':<13}{'p50':>10}{'p99':>10}{'base p50':>11}{'base p99':>11}"
           f"{'ratio':>9}  target")
     for row in rows:
-        p99 = f"{row.p99:.3f}" if row.p99 is not None else "-"
-        base99 = f"{row.baseline_p99:.1f}" if row.baseline_p99 is not None else "-"
-        print(f"{row.name:<18}{row.unit:<6}{row.p50:>10.3f}{p99:>10}{row.baseline_p50:>11.1f}"
-              f"{base99:>11}{row.ratio:>8.0f}x  {row.target} {'met' if row.met else 'NOT MET'}")
+        print(f"{row.name:<20}{row.unit:<13}{number(row.p50):>10}{number(row.p99):>10}"
+              f"{number(row.baseline_p50):>11}{number(row.baseline_p99):>11}{number(row.ratio):>8}x"
+              f"  {row.target}: {'met' if row.met else 'NOT MET'}")
+        if row.note:
+            print(f"{'':<20}{row.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,19 +70,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    about = machine()
     rows = []
     print("starting warmwire in a temporary home", file=sys.stderr)
     with System() as system:
         for module in ROWS:
-            rows.append(module.run(system, args.quick, progress))
+            result = module.run(system, args.quick, progress)
+            rows.extend(result if isinstance(result, list) else [result])
             print(file=sys.stderr)
+    seconds = time.monotonic() - started
     print_table(rows)
-    print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s on {os.cpu_count()} cpus")
+    print(f"\n{len(rows)} rows in {seconds:.0f} s on {os.cpu_count()} cpus")
+    plot_path = Path(args.json).with_suffix(".png") if args.json else REPORT.with_name("latency.png")
+    plot = write_plot(rows, plot_path)
+    report = write_markdown(rows, about, seconds, args.quick, plot.name if plot else None)
+    print(f"report: {report}" + (f", plot: {plot}" if plot else ""))
     if args.json:
-        document = {"rows": msgspec.to_builtins(rows), "machine": machine()}
-        with open(args.json, "w") as out:
-            json.dump(document, out, indent=2)
+        document = {"rows": [_json_row(row) for row in rows], "machine": about,
+                    "quick": args.quick, "seconds": seconds}
+        Path(args.json).write_text(json.dumps(document, indent=2))
     return 0
+
+
+def _json_row(row: Row) -> dict:
+    fields = msgspec.to_builtins(row)
+    fields.pop("distribution", None)
+    fields.pop("baseline_distribution", None)
+    return fields
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""The benchmark's report: a Markdown table (bench/report.md) and a plot of the latency
+distributions, warmwire against its baseline (a PNG next to the JSON)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .stats import Row  # noqa: E402
+
+REPORT = Path(__file__).resolve().parent / "report.md"
+PLOT_DPI = 110
+PANEL_SIZE = (5.0, 3.4)
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def write_markdown(rows: list[Row], machine: dict, seconds: float, quick: bool, plot: str | None) -> Path:
+    lines = [
+        "# warmwire benchmark",
+        "",
+        f"Taken {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine['cpus']} CPUs "
+        f"({machine['cpu']}), {machine['memory_gb']} GB, Python {machine['python']}, load average "
+        f"{', '.join(f'{x:.2f}' for x in machine['load_avg'])} at the start; "
+        f"{'quick' if quick else 'full'} run of {seconds:.0f} s. `./run.sh bench` made this file.",
+        "",
+        "| row | unit | p50 | p99 | baseline p50 | baseline p99 | ratio | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row.name} | {row.unit} | {_cell(row.p50)} | {_cell(row.p99)} | "
+                     f"{_cell(row.baseline_p50)} | {_cell(row.baseline_p99)} | {_cell(row.ratio)}× | "
+                     f"{row.target} | {'yes' if row.met else '**no**'} |")
+    lines += ["", "## Notes per row", ""]
+    lines += [f"- **{row.name}**: {row.note}" for row in rows if row.note]
+    missed = [row for row in rows if not row.met]
+    lines += ["", "## Targets not met", ""]
+    lines += ([f"- **{row.name}**: measured p50 {_cell(row.p50)} / p99 {_cell(row.p99)} {row.unit}; "
+               f"target {row.target}." for row in missed] or ["None."])
+    if plot:
+        lines += ["", f"Latency distributions: `{plot}`."]
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return REPORT
+
+
+def write_plot(rows: list[Row], path: Path) -> Path | None:
+    """One panel per row with raw samples: the share of requests done within a time."""
+    plotted = [row for row in rows if row.distribution or row.baseline_distribution]
+    if not plotted:
+        return None
+    figure, axes = plt.subplots(1, len(plotted), figsize=(PANEL_SIZE[0] * len(plotted), PANEL_SIZE[1]),
+                                squeeze=False)
+    for axis, row in zip(axes[0], plotted):
+        for label, samples in (("warmwire", row.distribution), ("baseline", row.baseline_distribution)):
+            if samples:
+                ordered = sorted(samples)
+                axis.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post",
+                          label=f"{label} (n={len(ordered)})")
+        axis.set_xscale("log")
+        axis.set_xlabel(row.unit)
+        axis.set_ylabel("share done")
+        axis.set_title(row.name)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=PLOT_DPI)
+    plt.close(figure)
+    return path
