@@ -4,8 +4,10 @@
 #   ./run.sh test [ARGS]     run the whole test suite (ARGS go to pytest)
 #   ./run.sh status [--json] state of every service; exit 0 only when all are healthy
 #   ./run.sh chat [--chat ID] TEXT   send one message, print what comes back
+#   ./run.sh learn PATH      import a Markdown/text file or folder into the knowledge base
 #   ./run.sh classify        JSON lines {"text"} on stdin -> {"tier","reason"} on stdout
 #   ./run.sh bench [--quick] [--json FILE]   the benchmark
+#   ./run.sh image [--base IMAGE]  build the agent image (quick when nothing changed)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -39,7 +41,10 @@ ensure_venv() {
   fi
 }
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+# The comment block at the top of this file is the help text.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+docker_answers() { command -v docker >/dev/null 2>&1 && timeout 5 docker info >/dev/null 2>&1; }
 
 command="${1:-run}"
 [ $# -gt 0 ] && shift
@@ -48,9 +53,15 @@ case "$command" in
 esac
 ensure_venv
 case "$command" in
-  run)        exec "$PY" -m supervisor run "$@" ;;
+  run)
+    # With a Docker engine, agents run in containers: build the image if it is missing.
+    if docker_answers; then
+      "$PY" -m images.build || echo "run.sh: the agent image could not be built; agents will run as local processes" >&2
+    fi
+    exec "$PY" -m supervisor run "$@" ;;
+  image)      exec "$PY" -m images.build "$@" ;;
   test)       exec "$PY" -m pytest -ra "$@" ;;
-  status|chat) exec "$PY" -m supervisor "$command" "$@" ;;
+  status|chat|learn) exec "$PY" -m supervisor "$command" "$@" ;;
   classify)   exec "$PY" -m services.router.classifier "$@" ;;
   bench)      exec "$PY" -m bench "$@" ;;
   *) echo "run.sh: unknown command '$command'" >&2; usage >&2; exit 2 ;;

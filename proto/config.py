@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import msgspec
 
@@ -19,6 +19,8 @@ ENV_PREFIX = "WARMWIRE_"
 ENV_SHORTHANDS = {"WARMWIRE_HOME": ("paths", "home"), "WARMWIRE_FRONTEND": ("router", "frontend")}
 # Variables that are not settings of a section.
 ENV_NOT_SETTINGS = {"WARMWIRE_CONFIG"}
+# Sections whose keys are names the user chooses (model names), not fixed settings.
+OPEN_SECTIONS = {"prices"}
 
 
 class ConfigError(Exception):
@@ -49,6 +51,7 @@ class Router(_Section):
     max_pending_writes: int
     busy_retry_after: float
     drain_timeout: float
+    search_timeout: float
 
 
 class Store(_Section):
@@ -75,6 +78,91 @@ class Client(_Section):
     timeout: float
 
 
+class Search(_Section):
+    cache_size: int
+    cache_ttl: float
+    default_limit: int
+    max_limit: int
+    max_query_chars: int
+    max_note_chars: int
+    candidates: int
+    fts_max_terms: int
+    fts_rare_terms: int
+    fts_common_share: float
+    fts_common_min: int
+    fts_min_share: float
+    rrf_k: int
+    min_similarity: float
+    chunk_chars: int
+    chunk_sentences: int
+    index_batch: int
+    store_ack_timeout: float
+    drain_timeout: float
+    hard_frame_bytes: int
+    reply_chars: int
+
+
+class Chroma(_Section):
+    host: str
+    port: int
+    path: str
+    collection: str
+    ef_search: int
+    timeout: float
+    retry_interval: float
+    heartbeat_path: str
+    probe_connect_timeout: float
+
+
+class Learn(_Section):
+    note_chars: int
+    extensions: list[str]
+    in_flight: int
+    answer_timeout: float
+
+
+class Pool(_Section):
+    backend: Literal["auto", "docker", "local"]
+    image: str
+    min_ready: int
+    max_concurrency: int
+    cpu_per_agent: float
+    memory_per_agent_mb: int
+    load_interval: float
+    max_uses: int
+    session_idle: float
+    reap_idle: float
+    ready_timeout: float
+    job_timeout: float
+    sweep_interval: float
+    memory: str
+    pids: int
+    cpus: float
+    network: str
+    queue_hwm: int
+    queue_buffer_bytes: int
+
+
+class Jobs(_Section):
+    max_queued: int
+    busy_retry_after: float
+    history_turns: int
+    context_passages: int
+
+
+class Agents(_Section):
+    provider: Literal["offline", "anthropic", "openai"]
+    provider_url: str
+    api_key_file: str
+    light_model: str
+    full_model: str
+
+
+class Price(_Section):
+    input: float
+    output: float
+
+
 class Config(_Section):
     paths: Paths
     endpoints: Endpoints
@@ -82,6 +170,13 @@ class Config(_Section):
     store: Store
     supervisor: Supervisor
     client: Client
+    search: Search
+    chroma: Chroma
+    learn: Learn
+    pool: Pool
+    jobs: Jobs
+    agents: Agents
+    prices: dict[str, Price]
 
     @property
     def home(self) -> Path:
@@ -103,6 +198,10 @@ class Config(_Section):
     def database(self) -> Path:
         return self.data_dir / self.store.database
 
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / self.chroma.path
+
     def endpoint(self, name: str) -> str:
         """An endpoint from [endpoints] with {run} expanded."""
         return getattr(self.endpoints, name).format(run=self.run_dir)
@@ -117,7 +216,7 @@ def _merge(base: dict, override: Mapping, origin: str) -> None:
         if section not in base or not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: unknown section [{section}]")
         for key, value in values.items():
-            if key not in base[section]:
+            if key not in base[section] and section not in OPEN_SECTIONS:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}")
             base[section][key] = value
 
@@ -159,4 +258,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"invalid configuration: {exc}") from None
     if config.router.hard_frame_bytes < config.router.max_frame_bytes:
         raise ConfigError("router.hard_frame_bytes must be >= router.max_frame_bytes")
+    if config.search.max_note_chars < config.learn.note_chars:
+        raise ConfigError("search.max_note_chars must be >= learn.note_chars")
     return config

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Iterable
 
-from proto.frames import Notice, Reply
+from proto.frames import Hit, Notice, Reply, SearchFilters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
@@ -22,11 +23,13 @@ CREATE TABLE IF NOT EXISTS messages (
     sender       TEXT NOT NULL,
     text         TEXT NOT NULL,
     tier         TEXT NOT NULL,
-    status       TEXT NOT NULL,             -- answered, queued, refused, failed
+    status       TEXT NOT NULL,             -- answered, accepted (for an agent), queued, refused, failed
     received_at  REAL NOT NULL,
     stored_at    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, received_at);
+CREATE INDEX IF NOT EXISTS messages_unfinished ON messages(received_at)
+    WHERE status IN ('accepted', 'queued');
 CREATE TABLE IF NOT EXISTS replies (
     message_id   TEXT NOT NULL REFERENCES messages(id),
     seq          INTEGER NOT NULL,          -- several answers per message (progress, final)
@@ -49,14 +52,40 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS usage (
     id             INTEGER PRIMARY KEY,
-    job_id         TEXT REFERENCES jobs(id),
+    job_id         TEXT UNIQUE,            -- one row per job: a resent write changes nothing
     model          TEXT NOT NULL,
     input_tokens   INTEGER NOT NULL,
     output_tokens  INTEGER NOT NULL,
     cost_usd       REAL NOT NULL,
     created_at     REAL NOT NULL
 );
+-- The knowledge base: the user's notes. A note is never changed or deleted: a new version of
+-- a file's piece supersedes the old one (superseded_at), and searches read live notes only.
+CREATE TABLE IF NOT EXISTS notes (
+    id             TEXT PRIMARY KEY,        -- derived from source and text: saves are idempotent
+    text           TEXT NOT NULL,
+    source         TEXT NOT NULL,           -- "chat", or the file a note was imported from
+    tags           TEXT NOT NULL,           -- JSON array of strings
+    chat           TEXT NOT NULL,
+    part           INTEGER,                 -- the piece of its source file, NULL for chat notes
+    created_at     REAL NOT NULL,
+    stored_at      REAL NOT NULL,
+    superseded_at  REAL
+);
+CREATE INDEX IF NOT EXISTS notes_by_source ON notes(source, part);
+CREATE INDEX IF NOT EXISTS notes_live ON notes(superseded_at, created_at);
+-- Full text over notes.text. The trigram tokenizer indexes every 3 characters, so substrings
+-- match in Thai (no spaces between words) as in English; unicode61 would take a whole Thai
+-- sentence as one token. Filled by trigger: notes are only ever inserted.
+CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(
+    text, content='notes', content_rowid='rowid', tokenize='trigram'
+);
+CREATE TRIGGER IF NOT EXISTS notes_to_fts AFTER INSERT ON notes BEGIN
+    INSERT INTO notes_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
 """
+# The trigram tokenizer cannot match fewer characters than this through the index.
+TRIGRAM = 3
 
 
 def open_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -66,16 +95,151 @@ def open_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-def stored_answer(conn: sqlite3.Connection, message_id: str) -> Reply | Notice | None:
-    """The last answer stored for a message, rebuilt as the frame the client got."""
+NOT_STORED = (False, None)
+
+
+def stored_answer(conn: sqlite3.Connection, message_id: str) -> tuple[bool, Reply | Notice | None]:
+    """(is the message stored, its last answer rebuilt as the frame the client got, if any)."""
     row = conn.execute(
         "SELECT m.chat, r.kind, r.tier, r.notice_kind, r.text FROM messages m "
-        "JOIN replies r ON r.message_id = m.id WHERE m.id = ? ORDER BY r.seq DESC LIMIT 1",
+        "LEFT JOIN replies r ON r.message_id = m.id WHERE m.id = ? ORDER BY r.seq DESC LIMIT 1",
         (message_id,),
     ).fetchone()
     if row is None:
-        return None
+        return NOT_STORED
     chat, kind, tier, notice_kind, text = row
+    if kind is None:
+        return True, None
     if kind == "reply":
-        return Reply(id=message_id, chat=chat, tier=tier, text=text)
-    return Notice(id=message_id, chat=chat, kind=notice_kind, text=text)
+        return True, Reply(id=message_id, chat=chat, tier=tier, text=text)
+    return True, Notice(id=message_id, chat=chat, kind=notice_kind, text=text)
+
+
+# --- knowledge base reads ----------------------------------------------------------------
+
+def _filter_sql(filters: SearchFilters, live_index: bool = True) -> tuple[str, list]:
+    """Conditions on a notes row ``n`` for the filters, as SQL and parameters. Without
+    ``live_index`` the "live" condition may not pick the notes_live index (unary +): looking
+    up a few ids, the planner would otherwise scan every live note through it."""
+    sql, params = "n.superseded_at IS NULL" if live_index else "+n.superseded_at IS NULL", []
+    if filters.source:
+        sql += " AND substr(n.source, 1, ?) = ?"
+        params += [len(filters.source), filters.source]
+    for tag in filters.tags:
+        sql += " AND EXISTS (SELECT 1 FROM json_each(n.tags) WHERE value = ?)"
+        params.append(tag)
+    if filters.chat:
+        sql += " AND n.chat = ?"
+        params.append(filters.chat)
+    return sql, params
+
+
+def search_notes_fts(conn: sqlite3.Connection, match: str, filters: SearchFilters, limit: int) -> list[Hit]:
+    """Live notes matching an FTS5 expression, best bm25 first; score = -bm25 (higher is better)."""
+    where, params = _filter_sql(filters)
+    rows = conn.execute(
+        "SELECT n.id, n.text, n.source, -bm25(notes_fts) FROM notes_fts "
+        f"JOIN notes n ON n.rowid = notes_fts.rowid WHERE notes_fts MATCH ? AND {where} "
+        "ORDER BY bm25(notes_fts) LIMIT ?",
+        (match, *params, limit),
+    ).fetchall()
+    return [Hit(id=id, text=text, source=source, score=score) for id, text, source, score in rows]
+
+
+def note_rows(conn: sqlite3.Connection) -> int:
+    """Notes in the full-text index (live and superseded): the base of document frequencies."""
+    return conn.execute("SELECT count(*) FROM notes").fetchone()[0]
+
+
+def term_document_counts(conn: sqlite3.Connection, terms: Iterable[str]) -> list[int]:
+    """For each full-text term (already quoted), how many notes contain it."""
+    return [conn.execute("SELECT count(*) FROM notes_fts WHERE notes_fts MATCH ?", (term,)).fetchone()[0]
+            for term in terms]
+
+
+def search_notes_substring(conn: sqlite3.Connection, needle: str, filters: SearchFilters, limit: int) -> list[Hit]:
+    """Live notes containing a string too short for the trigram index (a scan), newest first."""
+    where, params = _filter_sql(filters)
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = conn.execute(
+        f"SELECT n.id, n.text, n.source FROM notes n WHERE n.text LIKE ? ESCAPE '\\' AND {where} "
+        "ORDER BY n.created_at DESC LIMIT ?",
+        (f"%{escaped}%", *params, limit),
+    ).fetchall()
+    return [Hit(id=id, text=text, source=source, score=1.0) for id, text, source in rows]
+
+
+def live_notes_by_id(conn: sqlite3.Connection, ids: Iterable[str], filters: SearchFilters) -> dict[str, Hit]:
+    """The live notes among ids that pass the filters (score 0; the caller sets it)."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    where, params = _filter_sql(filters, live_index=False)
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        f"SELECT n.id, n.text, n.source FROM notes n WHERE n.id IN ({marks}) AND {where}",
+        (*ids, *params),
+    ).fetchall()
+    return {id: Hit(id=id, text=text, source=source, score=0.0) for id, text, source in rows}
+
+
+def latest_notes(conn: sqlite3.Connection, filters: SearchFilters, limit: int) -> list[Hit]:
+    """The most recently learned live notes."""
+    where, params = _filter_sql(filters)
+    rows = conn.execute(
+        f"SELECT n.id, n.text, n.source, n.created_at FROM notes n WHERE {where} "
+        "ORDER BY n.created_at DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [Hit(id=id, text=text, source=source, score=created) for id, text, source, created in rows]
+
+
+def live_note_texts(conn: sqlite3.Connection, ids: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+    """(id, text, source) of live notes: all of them, or those among ids."""
+    if ids is None:
+        return conn.execute("SELECT id, text, source FROM notes WHERE superseded_at IS NULL").fetchall()
+    ids = list(ids)
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    return conn.execute(
+        f"SELECT id, text, source FROM notes WHERE superseded_at IS NULL AND id IN ({marks})", ids
+    ).fetchall()
+
+
+def count_live_notes(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM notes WHERE superseded_at IS NULL").fetchone()[0]
+
+
+def recent_turns(conn: sqlite3.Connection, chat: str, before: str, limit: int) -> list[tuple[str, str]]:
+    """The chat's last ``limit`` exchanges before message ``before``, oldest first, as
+    (role, text) pairs: each message and the reply it got."""
+    rows = conn.execute(
+        "SELECT m.text, (SELECT r.text FROM replies r WHERE r.message_id = m.id AND r.kind = 'reply' "
+        "                ORDER BY r.seq DESC LIMIT 1) "
+        "FROM messages m WHERE m.chat = ? AND m.id != ? ORDER BY m.received_at DESC LIMIT ?",
+        (chat, before, limit),
+    ).fetchall()
+    turns: list[tuple[str, str]] = []
+    for text, reply in reversed(rows):
+        turns.append(("user", text))
+        if reply is not None:
+            turns.append(("assistant", reply))
+    return turns
+
+
+def unfinished_messages(conn: sqlite3.Connection) -> list[tuple[str, str, str, str, str]]:
+    """Messages accepted for an agent but never answered (id, chat, sender, text, tier),
+    oldest first: after a router restart they are sent to the pool again."""
+    return conn.execute(
+        "SELECT id, chat, sender, text, tier FROM messages WHERE status IN ('accepted', 'queued') "
+        "ORDER BY received_at"
+    ).fetchall()
+
+
+def spend_since(conn: sqlite3.Connection, since: float) -> tuple[int, int, float]:
+    """(jobs, tokens, USD) of the agents' usage since a time (seconds since the epoch)."""
+    jobs, tokens, cost = conn.execute(
+        "SELECT count(*), coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0) "
+        "FROM usage WHERE created_at >= ?", (since,)).fetchone()
+    return jobs, tokens, cost

@@ -4,8 +4,9 @@ Each frame is a map with a ``type`` field (msgspec tagged unions), so any Messag
 can speak it. Structs are ``gc=False`` (they never hold cycles) and fields left at their
 default are omitted on the wire.
 
-Three families, each decoded by its own union so a socket only accepts what belongs on it:
-client frames (frontend), control frames (health and status), store frames (store-writer).
+Four families, each decoded by its own union so a socket only accepts what belongs on it:
+client frames (frontend), control frames (health and status), store frames (store-writer),
+knowledge frames (search-cache).
 """
 
 from __future__ import annotations
@@ -111,10 +112,57 @@ class StoredMessage(msgspec.Struct, gc=False, omit_defaults=True):
 
 
 class SaveExchange(Frame, tag="save-exchange"):
-    """A message and the answer it got, committed together so neither exists alone."""
+    """A message and the answer it got, committed together so neither exists alone.
+    With no answer yet (a job to run), the message alone."""
 
     message: StoredMessage
     answer: Union[Reply, Notice, None] = None
+
+    @property
+    def key(self) -> str:
+        return self.message.id
+
+
+class SaveAnswer(Frame, tag="save-answer"):
+    """A later answer to a stored message (an agent's reply, a refusal) and its new status."""
+
+    message_id: str
+    seq: int
+    status: str
+    answer: Union[Reply, Notice]
+
+    @property
+    def key(self) -> str:
+        return f"{self.message_id}#{self.seq}"
+
+
+class SaveJob(Frame, tag="save-job"):
+    """A job's state change (accepted, running, done, failed), with the container it ran in."""
+
+    id: str
+    message_id: str
+    chat: str
+    tier: str
+    state: str
+    container: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"job:{self.id}:{self.state}"
+
+
+class SaveUsage(Frame, tag="save-usage"):
+    """Tokens and estimated cost of one job (one row per job)."""
+
+    job_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+    @property
+    def key(self) -> str:
+        return f"usage:{self.job_id}"
 
 
 class Committed(Frame, tag="committed"):
@@ -130,8 +178,201 @@ class StoreError(Frame, tag="store-error"):
     error: str
 
 
-StoreIn = SaveExchange
+class StoredNote(msgspec.Struct, gc=False, omit_defaults=True):
+    """One note of the knowledge base. ``id`` is derived from source and text, so saving the
+    same note again changes nothing. A note with a ``part`` is the part-th piece of a file:
+    it supersedes the note that was at that place before, and ``parts`` (the file's piece
+    count) supersedes the pieces a shorter version no longer has."""
+
+    id: str
+    text: str
+    source: str
+    created_at: float
+    tags: list[str] = []
+    chat: str = ""
+    part: int | None = None
+    parts: int | None = None
+
+
+class SaveNote(Frame, tag="save-note"):
+    """A note for the knowledge base; acknowledged by ``Committed`` with the note's id."""
+
+    note: StoredNote
+
+    @property
+    def key(self) -> str:
+        return self.note.id
+
+
+# Every store frame has a ``key``: what ``Committed`` names, and what makes it idempotent.
+StoreIn = Union[SaveExchange, SaveAnswer, SaveJob, SaveUsage, SaveNote]
 StoreOut = Union[Committed, StoreError]
+
+
+# --- knowledge frames: router and CLI -> search-cache, and its answers --------------------
+#
+# Every request carries ``req``, an id the sender picks; the answer repeats it. With
+# ``message=True`` the text is a chat message as the user typed it, and the search-cache
+# takes the command words off it first ("remember that …", "search my notes for …",
+# "จำไว้ว่า …", "what do you know about …"). Every answer has a ``reply``: a sentence for a
+# chat user, in the language of the request, that the router can send as it is.
+
+SearchMode = Literal["fts", "vector", "hybrid"]
+
+
+class SearchFilters(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
+    """Narrow a search: notes whose source starts with ``source``, that carry every tag in
+    ``tags``, learned in ``chat``. Empty means no condition."""
+
+    source: str = ""
+    tags: tuple[str, ...] = ()
+    chat: str = ""
+
+
+class SearchRequest(Frame, tag="search"):
+    """Find notes: ``fts`` (full text, works on Thai substrings), ``vector`` (meaning, across
+    languages) or ``hybrid`` (both, fused by reciprocal rank). ``limit`` 0 = the default."""
+
+    req: str
+    query: str
+    mode: SearchMode = "hybrid"
+    limit: int = 0
+    filters: SearchFilters = SearchFilters()
+    message: bool = False
+
+
+class LearnRequest(Frame, tag="learn"):
+    """Remember a note. Answered once the store-writer committed it (``LearnAnswer``)."""
+
+    req: str
+    text: str
+    source: str = "chat"
+    tags: list[str] = []
+    chat: str = ""
+    part: int | None = None
+    parts: int | None = None
+    message: bool = False
+
+
+class RecallRequest(Frame, tag="recall"):
+    """"What do you know about …": the notes about ``topic``, or the latest notes without
+    one. Answered with a ``SearchAnswer``."""
+
+    req: str
+    topic: str = ""
+    chat: str = ""
+    limit: int = 0
+    message: bool = False
+
+
+class Hit(msgspec.Struct, gc=False, omit_defaults=True):
+    """A note found: ``score`` orders hits within one answer (higher is better); its scale
+    depends on the mode (bm25, cosine similarity, or fused reciprocal rank)."""
+
+    id: str
+    text: str
+    source: str
+    score: float
+
+
+class SearchAnswer(Frame, tag="search-answer"):
+    """Hits, best first. ``degraded``: the vector index was unreachable, so these come from
+    full text alone. ``error``: the request could not be served (bad input says why)."""
+
+    req: str
+    hits: list[Hit] = []
+    degraded: bool = False
+    error: str = ""
+    reply: str = ""
+
+
+class LearnAnswer(Frame, tag="learn-answer"):
+    """The note is stored under ``id``. ``indexed`` False: the vector index was down; the
+    note is findable by full text now and by meaning once the index catches up."""
+
+    req: str
+    id: str = ""
+    indexed: bool = False
+    error: str = ""
+    reply: str = ""
+
+
+KnowledgeIn = Union[SearchRequest, LearnRequest, RecallRequest]
+KnowledgeOut = Union[SearchAnswer, LearnAnswer]
+# The classifier's oracle-only intents and the request each becomes.
+KNOWLEDGE_INTENTS = ("search", "learn", "recall")
+
+
+def knowledge_request(intent: str, req: str, chat: str, text: str) -> SearchRequest | LearnRequest | RecallRequest:
+    """The frame to send to the search-cache for an oracle-only chat message."""
+    if intent == "learn":
+        return LearnRequest(req=req, text=text, chat=chat, message=True)
+    if intent == "recall":
+        return RecallRequest(req=req, topic=text, chat=chat, message=True)
+    return SearchRequest(req=req, query=text, message=True)
+
+
+# --- job frames: router -> pool-manager, and what comes back -------------------------------
+
+class Turn(msgspec.Struct, gc=False):
+    """One earlier turn of the chat, for the agent's context."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Passage(msgspec.Struct, gc=False, omit_defaults=True):
+    """A knowledge passage the agent may answer from."""
+
+    text: str
+    source: str = ""
+
+
+class Job(Frame, tag="job"):
+    """Run an agent for one message. ``id`` is the message id: one job per message, so a job
+    sent twice (after a pool-manager restart) is recognised."""
+
+    id: str
+    chat: str
+    tier: Tier
+    model: str
+    text: str
+    history: list[Turn] = []
+    context: list[Passage] = []
+
+
+class JobProgress(Frame, tag="job-progress"):
+    """The agent is working; ``text`` says on what. ``slots``: see JobResult."""
+
+    id: str
+    chat: str
+    text: str
+    slots: int = 0
+
+
+class JobResult(Frame, tag="job-result"):
+    """The agent's answer, or ``error`` when there is none. ``agent`` names who answered
+    ("offline" for the built-in offline agent, else the provider)."""
+
+    id: str
+    chat: str
+    text: str = ""
+    error: str = ""
+    agent: str = ""
+    model: str = ""
+    container: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # When the agent wrote its result file (seconds since the epoch): the router measures the
+    # path from that file to the reply leaving it.
+    written_at: float = 0.0
+    # The pool-manager's concurrency limit now: the router sends no more jobs than this
+    # before answers come back, so the kernel's socket buffers cannot hide a queue.
+    slots: int = 0
+
+
+PoolIn = Job
+PoolOut = Union[JobProgress, JobResult]
 
 
 class Codec:

@@ -88,13 +88,13 @@ class ControlServer:
                     pass  # the asker went away; it will ask again
 
 
-def health_answer(name: str, service: Service) -> Callable[[Any], Health | None]:
-    """How a service answers the supervisor's probes."""
+def health_answer(name: str, service: Service, loop: EventLoop) -> Callable[[Any], Health | None]:
+    """How a service answers the supervisor's probes (its stats, and its timer wake-ups)."""
     def answer(frame: Any) -> Health | None:
         if not isinstance(frame, Probe):
             return None
         return Health(seq=frame.seq, name=name, pid=os.getpid(), state=service.state,
-                      stats=service.stats())
+                      stats={**service.stats(), "timer_wakeups": loop.timers_fired})
     return answer
 
 
@@ -108,7 +108,7 @@ def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, Even
     loop = EventLoop()
     try:
         service = build(config, ctx, loop)
-        control = ControlServer(ctx, config.control_endpoint(name), health_answer(name, service))
+        control = ControlServer(ctx, config.control_endpoint(name), health_answer(name, service, loop))
     except Exception as exc:  # a clear line in the log instead of a bare traceback
         log.error("failed to start: %s", exc)
         raise SystemExit(1)

@@ -1,4 +1,4 @@
-"""warmwire's command line: run (default), status, chat. ``./run.sh`` calls this."""
+"""warmwire's command line: run (default), status, chat, learn. ``./run.sh`` calls this."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 
 from proto.config import ConfigError, load
 
-from .commands import chat, run, status
+from .commands import chat, learn, run, status
 
-COMMANDS = {"run": run, "status": status, "chat": chat}
+COMMANDS = {"run": run, "status": status, "chat": chat, "learn": learn}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,13 @@
-"""One supervised service process: spawn, probe, restart with backoff, give up when flapping."""
+"""One supervised process: spawn, probe, restart with backoff, give up when flapping.
+
+Two kinds: a warmwire service (``python -m <module>``, probed on its control socket) and an
+outside program such as chroma (a command line, probed over HTTP, its output in its own log).
+"""
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import os
 import signal
@@ -10,23 +15,42 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Callable
 
-import msgspec
 import zmq
 
 from proto.config import Config
-from proto.frames import Codec, Control, Health, Probe, ServiceStatus
+from proto.frames import ServiceStatus
 from proto.loop import EventLoop, Timer
-from proto.sockets import connect_dealer
+from proto.service import PR_SET_PDEATHSIG
+
+from .probes import ControlProbe, HttpProbe
 
 log = logging.getLogger("supervisor")
 
 
 @dataclass(frozen=True)
+class HttpHeartbeat:
+    host: str
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
+    """A warmwire service (``module``), or an outside program: ``command`` gives its command
+    line and ``heartbeat`` where it answers HTTP probes, both from the configuration."""
+
     name: str
-    module: str
+    module: str = ""
+    command: Callable[[Config], list[str]] | None = None
+    heartbeat: Callable[[Config], HttpHeartbeat] | None = None
+
+
+def _die_with_supervisor() -> None:
+    """Run in the child before exec: an outside program cannot ask the kernel itself to be
+    sent SIGTERM when the supervisor dies, as warmwire services do at start."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedProcess:
@@ -35,14 +59,23 @@ class ManagedProcess:
 
     def __init__(self, spec: ServiceSpec, config: Config, ctx: zmq.Context, loop: EventLoop) -> None:
         self.spec = spec
+        self.full_config = config
         self.config = config.supervisor
-        self.control_endpoint = config.control_endpoint(spec.name)
-        self.ctx = ctx
         self.loop = loop
-        self.codec = Codec(Control)
-        self.env = {**os.environ, "WARMWIRE_HOME": str(config.home)}
+        # Every child learns the home and the chroma port the supervisor settled on; chroma
+        # and chromadb's client read ANONYMIZED_TELEMETRY: nothing is sent anywhere.
+        self.env = {**os.environ, "WARMWIRE_HOME": str(config.home),
+                    "WARMWIRE_CHROMA_PORT": str(config.chroma.port), "ANONYMIZED_TELEMETRY": "False"}
+        self.prober: ControlProbe | HttpProbe
+        if spec.heartbeat is not None:
+            target = spec.heartbeat(config)
+            self.prober = HttpProbe(target.host, target.port, target.path,
+                                    config.chroma.probe_connect_timeout, loop, self._on_answer)
+        else:
+            self.prober = ControlProbe(ctx, config.control_endpoint(spec.name), loop, self._on_answer)
+        self.probing = False
+        self.output: IO[bytes] | None = None
         self.popen: subprocess.Popen | None = None
-        self.control: zmq.Socket | None = None
         self.state = "stopped"
         self.restarts = 0
         self.restarts_in_a_row = 0
@@ -50,7 +83,6 @@ class ManagedProcess:
         self.spawned_at = 0.0
         self.last_answer: float | None = None
         self.stats: dict[str, Any] = {}
-        self.seq = 0
         self.stop_timer: Timer | None = None
         self.restart_timer: Timer | None = None
         # Cleared when warmwire is shutting down: an exit then is final.
@@ -77,28 +109,45 @@ class ManagedProcess:
     # -- lifecycle ---------------------------------------------------------------------
     def spawn(self) -> None:
         self.restart_timer = None
-        self.control = connect_dealer(self.ctx, self.control_endpoint)
-        self.loop.add_reader(self.control, self._on_health)
-        # stdout/stderr are inherited: the services' log lines appear on the console. A session
-        # of its own keeps a terminal's Ctrl-C away from the child, so only the supervisor
-        # gets it and stops the services in order.
-        self.popen = subprocess.Popen([sys.executable, "-m", self.spec.module], env=self.env,
-                                      start_new_session=True)
+        self.prober.open()
+        self.probing = True
+        # A session of its own keeps a terminal's Ctrl-C away from the child, so only the
+        # supervisor gets it and stops the services in order.
+        if self.spec.command is None:
+            # stdout/stderr are inherited: the services' log lines appear on the console.
+            self.popen = subprocess.Popen([sys.executable, "-m", self.spec.module], env=self.env,
+                                          start_new_session=True)
+        else:
+            # An outside program's own output (chroma's banner, colour codes) goes to its log.
+            log_dir = self.full_config.log_dir
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.output = open(log_dir / f"{self.name}.log", "ab")
+            try:
+                self.popen = subprocess.Popen(self.spec.command(self.full_config), env=self.env,
+                                              stdin=subprocess.DEVNULL, stdout=self.output,
+                                              stderr=subprocess.STDOUT, start_new_session=True,
+                                              preexec_fn=_die_with_supervisor)
+            except OSError as exc:  # the program is not installed: like an exit, restarts, then fails
+                log.error("%s could not be started: %s", self.name, exc)
+                self._close_probe()
+                self._schedule_restart("could not start")
+                return
         self.spawned_at = time.monotonic()
         self.last_answer = None
         self.state = "starting"
         log.info("%s spawned (pid %d)", self.name, self.popen.pid)
         self.probe()  # queued until the service binds, so readiness is seen at once
 
-    def _close_control(self) -> None:
-        if self.control is not None:
-            self.loop.remove_reader(self.control)
-            self.control.close()
-            self.control = None
+    def _close_probe(self) -> None:
+        self.prober.close()
+        self.probing = False
+        if self.output is not None:
+            self.output.close()
+            self.output = None
 
     def probe(self) -> None:
         """Send a probe, and act on the ones that went unanswered."""
-        if self.state not in ("starting", "healthy", "unresponsive") or self.control is None:
+        if self.state not in ("starting", "healthy", "unresponsive") or not self.probing:
             return
         now = time.monotonic()
         if self.state == "starting":
@@ -111,35 +160,21 @@ class ManagedProcess:
         elif now - self.last_answer > self.config.probe_interval * 1.5 and self.state == "healthy":
             self.state = "unresponsive"
             log.warning("%s missed a health probe", self.name)
-        self.seq += 1
-        try:
-            self.control.send(self.codec.encode(Probe(seq=self.seq)), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # not connected yet; the next probe tries again
+        self.prober.send()
 
-    def _on_health(self) -> None:
-        assert self.control is not None
-        while True:
-            try:
-                data = self.control.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                health = self.codec.decode(data)
-            except msgspec.DecodeError:
-                continue
-            if not isinstance(health, Health) or self.state not in ("starting", "healthy", "unresponsive"):
-                continue
-            now = time.monotonic()
-            if self.state == "starting":
-                log.info("%s healthy (ready in %.2f s)", self.name, now - self.spawned_at)
-            elif self.state == "unresponsive":
-                log.info("%s answers probes again", self.name)
-            self.state = "healthy"
-            self.last_answer = now
-            self.stats = health.stats
-            if self.restarts_in_a_row and now - self.spawned_at > self.config.stable_after:
-                self.restarts_in_a_row = 0
+    def _on_answer(self, stats: dict[str, Any]) -> None:
+        if self.state not in ("starting", "healthy", "unresponsive"):
+            return
+        now = time.monotonic()
+        if self.state == "starting":
+            log.info("%s healthy (ready in %.2f s)", self.name, now - self.spawned_at)
+        elif self.state == "unresponsive":
+            log.info("%s answers probes again", self.name)
+        self.state = "healthy"
+        self.last_answer = now
+        self.stats = stats
+        if self.restarts_in_a_row and now - self.spawned_at > self.config.stable_after:
+            self.restarts_in_a_row = 0
 
     def _kill_unresponsive(self, why: str) -> None:
         log.error("%s is unresponsive (%s); killing it", self.name, why)
@@ -153,7 +188,7 @@ class ManagedProcess:
             return False
         code = self.popen.returncode
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
-        self._close_control()
+        self._close_probe()
         self.popen = None
         if self.state == "stopping" or not self.restart_allowed:
             if self.stop_timer is not None:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import sys
 import time
+from pathlib import Path
 
+import msgspec
 import zmq
 
 from proto.config import Config
@@ -19,14 +23,37 @@ from proto.loop import EventLoop
 from proto.service import ControlServer
 from proto.sockets import ensure_run_dir, request
 
-from .process import ManagedProcess, ServiceSpec
+from .process import HttpHeartbeat, ManagedProcess, ServiceSpec
 
 log = logging.getLogger("supervisor")
+
+
+def chroma_command(config: Config) -> list[str]:
+    """`chroma run` from the same environment as warmwire (the script beside its Python)."""
+    return [str(Path(sys.executable).with_name("chroma")), "run", "--host", config.chroma.host,
+            "--port", str(config.chroma.port), "--path", str(config.chroma_dir)]
+
+
+def chroma_heartbeat(config: Config) -> HttpHeartbeat:
+    return HttpHeartbeat(config.chroma.host, config.chroma.port, config.chroma.heartbeat_path)
+
+
+def with_chroma_port(config: Config) -> Config:
+    """chroma.port 0 means: a free loopback port, picked now and kept for the whole run (a
+    restarted chroma comes back where the search-cache looks for it)."""
+    if config.chroma.port:
+        return config
+    with socket.socket() as probe:
+        probe.bind((config.chroma.host, 0))
+        port = probe.getsockname()[1]
+    return msgspec.structs.replace(config, chroma=msgspec.structs.replace(config.chroma, port=port))
+
 
 # Start order; stopping goes the other way round, so the router stops taking messages first
 # and the store-writer, which everyone writes through, stops last.
 SERVICES = (
     ServiceSpec("store-writer", "services.store_writer"),
+    ServiceSpec("chroma", command=chroma_command, heartbeat=chroma_heartbeat),
     ServiceSpec("search-cache", "services.search_cache"),
     ServiceSpec("pool-manager", "services.pool_manager"),
     ServiceSpec("router", "services.router"),
@@ -39,6 +66,7 @@ class AlreadyRunning(Exception):
 
 class Supervisor:
     def __init__(self, config: Config, specs: tuple[ServiceSpec, ...] = SERVICES) -> None:
+        config = with_chroma_port(config)
         self.config = config
         self.ctx = zmq.Context()
         self.loop = EventLoop()

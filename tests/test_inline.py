@@ -8,7 +8,7 @@ STATS = {"uptime": 12.0, "messages": 3, "tiers": {"inline": 2, "oracle-only": 1}
 
 
 def responder() -> InlineResponder:
-    return InlineResponder(lambda: STATS)
+    return InlineResponder(lambda: STATS, lambda: (3, 1200, 0.0125))
 
 
 def test_the_answer_is_in_the_language_of_the_message():
@@ -25,6 +25,7 @@ def test_commands_answer_from_the_router_itself():
     assert "inline 2" in responder().respond("command", "/status")
     assert responder().respond("command", "/ping extra words") == "pong"
     assert responder().respond("command", "/help@warmwire_bot") == help_text
+    assert responder().respond("command", "/cost") == "today: 3 agent jobs, 1200 tokens, $0.0125"
 
 
 def test_an_unknown_command_says_so_and_points_to_help():

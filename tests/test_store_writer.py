@@ -74,7 +74,7 @@ def test_frames_waiting_together_are_committed_in_one_batch_and_acknowledged(rig
     assert writer.batches < 20  # grouped, not one transaction per frame
     reader = open_readonly(path, 1000)
     assert reader.execute("SELECT count(*) FROM messages").fetchone() == (20,)
-    assert stored_answer(reader, "m7") == Reply(id="m7", chat="c1", tier="inline", text="answer to hello")
+    assert stored_answer(reader, "m7") == (True, Reply(id="m7", chat="c1", tier="inline", text="answer to hello"))
 
 
 def test_a_resent_write_is_acknowledged_again_and_changes_nothing(rig):
@@ -94,7 +94,7 @@ def test_a_notice_is_stored_as_the_answer(rig):
                               received_at=time.time()),
         answer=Notice(id="n1", chat="c1", kind="unavailable", text="not yet"))
     send_and_commit(frame)
-    assert stored_answer(open_readonly(path, 1000), "n1") == Notice(id="n1", chat="c1", kind="unavailable", text="not yet")
+    assert stored_answer(open_readonly(path, 1000), "n1") == (True, Notice(id="n1", chat="c1", kind="unavailable", text="not yet"))
 
 
 def test_an_undecodable_frame_is_counted_and_the_writer_goes_on(rig):

@@ -232,8 +232,10 @@ class WarmPool:
             states[agent.state] = states.get(agent.state, 0) + 1
         acquire_avg = sum(self.acquire_ms) / len(self.acquire_ms) if self.acquire_ms else None
         return {**states, "sessions": len(self.sessions), **self.counts,
-                "acquire_avg_ms": acquire_avg, "acquire_p99_ms": percentile(self.acquire_ms, 0.99),
-                "cold_start_p50_ms": percentile(self.cold_start_ms, 0.5)}
+                "acquire_avg_ms": acquire_avg, "acquire_p50_ms": percentile(self.acquire_ms, 0.5),
+                "acquire_p99_ms": percentile(self.acquire_ms, 0.99),
+                "cold_start_p50_ms": percentile(self.cold_start_ms, 0.5),
+                "cold_start_p99_ms": percentile(self.cold_start_ms, 0.99)}
 
 
 def agent_name_prefix(home_label: str) -> str:

@@ -171,7 +171,7 @@ class PoolManager:
             self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
                                                 text=str(message.payload.get("stage", "working"))))
         elif message.kind == "result":
-            self._finish(active, result=message.payload)
+            self._finish(active, result=message.payload, written_at=message.ts)
         elif message.kind == "error":
             self._finish(active, error=str(message.payload.get("error", "the agent failed")))
 
@@ -199,12 +199,14 @@ class PoolManager:
                 self._finish(active, error=why)
 
     # -- finishing ---------------------------------------------------------------------
-    def _finish(self, active: ActiveJob, result: dict | None = None, error: str = "") -> None:
+    def _finish(self, active: ActiveJob, result: dict | None = None, error: str = "",
+                written_at: float = 0.0) -> None:
         job, agent = active.job, active.agent
         del self.jobs[job.id]
         if active.timer is not None:
             active.timer.cancel()
         frame = self._result_frame(job, agent, result, error)
+        frame.written_at = written_at
         self.counts["errors" if frame.error else "results"] += 1
         self._send(active.peer, frame)
         self.storage.write(SaveJob(
@@ -245,6 +247,7 @@ class PoolManager:
             output_tokens=int(usage.get("output_tokens") or usage.get("completion_tokens") or 0))
 
     def _send(self, peer: bytes, frame: JobResult | JobProgress) -> None:
+        frame.slots = self.limit.limit
         try:
             self.socket.send_multipart([peer, self.out.encode(frame)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:

@@ -20,7 +20,8 @@ def build(config: Config, ctx, loop: EventLoop) -> Router:
     # A fixed identity: the pool-manager's answers reach a restarted router too.
     pool = connect_dealer(ctx, config.endpoint("pool"), identity=POOL_IDENTITY, options={
         zmq.SNDHWM: config.pool.queue_hwm, zmq.SNDBUF: config.pool.queue_buffer_bytes})
-    router = Router(config, frontend, store, pool, Classifier.load(), loop)
+    search = connect_dealer(ctx, config.endpoint("search"))
+    router = Router(config, frontend, store, pool, search, Classifier.load(), loop)
     router.start()
     return router
 

@@ -34,12 +34,13 @@ HELP = {
         "warmwire answers greetings and commands at once, searches and stores your notes, and "
         "runs an agent for everything else.\n"
         "Commands: /help this text; /status what this router has done since it started; "
-        "/ping check that warmwire answers."
+        "/cost what agents cost today; /ping check that warmwire answers."
     ),
     "th": (
         "warmwire ตอบคำทักทายและคำสั่งได้ทันที ค้นหาและจดบันทึกของคุณ "
         "และส่งงานอื่นให้เอเจนต์\n"
-        "คำสั่ง: /help ข้อความนี้; /status สถานะของเราเตอร์; /ping ตรวจว่า warmwire ตอบ"
+        "คำสั่ง: /help ข้อความนี้; /status สถานะของเราเตอร์; /cost ค่าใช้จ่ายของเอเจนต์วันนี้; "
+        "/ping ตรวจว่า warmwire ตอบ"
     ),
 }
 
@@ -52,10 +53,12 @@ def language(text: str) -> str:
 class InlineResponder:
     """Turns an inline-tier message into its answer text."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any]],
+                 spend_today: Callable[[], tuple[int, int, float]]) -> None:
         self.status = status
+        self.spend_today = spend_today
         self.commands = {"/help": self._help, "/start": self._help, "/status": self._status,
-                         "/ping": lambda lang: "pong"}
+                         "/cost": self._cost, "/ping": lambda lang: "pong"}
 
     def respond(self, intent: str, text: str) -> str:
         lang = language(text)
@@ -69,6 +72,12 @@ class InlineResponder:
 
     def _help(self, lang: str) -> str:
         return HELP[lang]
+
+    def _cost(self, lang: str) -> str:
+        jobs, tokens, cost = self.spend_today()
+        if lang == "th":
+            return f"วันนี้: งานเอเจนต์ {jobs} งาน, {tokens} โทเค็น, ${cost:.4f}"
+        return f"today: {jobs} agent jobs, {tokens} tokens, ${cost:.4f}"
 
     def _status(self, lang: str) -> str:
         stats = self.status()

@@ -13,6 +13,7 @@ If the pool-manager restarts, the jobs it had are sent again when the socket rec
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Callable
 
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 
 # Answer sequence numbers per message: 0 is the first answer (none for a job), then these.
 SEQ_QUEUED, SEQ_FINAL = 1, 2
-# persist(frame, answer, clients): store the frame; once committed, send answer to clients.
-Persist = Callable[[SaveAnswer, "ClientOut | None", list], None]
+# persist(frame, answer, clients, then=None): store the frame; once committed, send answer to
+# the clients, then call then().
+Persist = Callable[..., None]
+SAMPLES_KEPT = 1000
 
 
 class Flight:
@@ -44,9 +47,12 @@ class Flight:
 
 
 class JobDispatcher:
-    def __init__(self, config: JobsConfig, socket: zmq.Socket, loop: EventLoop,
+    def __init__(self, config: JobsConfig, slots: int, socket: zmq.Socket, loop: EventLoop,
                  send: Callable[[bytes, ClientOut], None], persist: Persist) -> None:
         self.config = config
+        # Jobs the pool-manager can run at once: its configured maximum until it tells us its
+        # measured limit (every frame it sends carries it).
+        self.slots = slots
         self.socket = socket
         self.loop = loop
         self.send = send
@@ -58,14 +64,19 @@ class JobDispatcher:
         self.monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.connected_before = False
         self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0}
+        # Agent result file written -> reply sent to the client, in ms (recent jobs).
+        self.result_to_reply_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
         self.loop.add_reader(self.monitor, self._on_monitor)
 
     def stats(self) -> dict:
+        delays = sorted(self.result_to_reply_ms)
         return {"in_flight": len(self.flights) - len(self.queue), "queued": len(self.queue),
-                "max_queued": self.config.max_queued, **self.counts}
+                "max_queued": self.config.max_queued, **self.counts,
+                "result_to_reply_p50_ms": delays[len(delays) // 2] if delays else None,
+                "result_to_reply_p99_ms": delays[int(len(delays) * 0.99)] if delays else None}
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.flights
@@ -112,7 +123,10 @@ class JobDispatcher:
         # Persisted as the message's status: a restarted router sends it again.
         self.persist(SaveAnswer(message_id=job.id, seq=SEQ_QUEUED, status="queued", answer=notice), None, [])
 
-    def _try_send(self, job: Job) -> bool:
+    def _try_send(self, job: Job, counted: bool = False) -> bool:
+        """counted: the job is already one of those in flight (sent again after a reconnect)."""
+        if not counted and len(self.flights) - len(self.queue) >= self.slots:
+            return False  # every slot is taken: the job waits here, where the user is told
         try:
             self.socket.send(self.codec.encode(job), zmq.NOBLOCK)
             return True
@@ -135,6 +149,7 @@ class JobDispatcher:
             except msgspec.DecodeError as exc:
                 log.error("unreadable frame from the pool-manager: %s", exc)
                 continue
+            self.slots = frame.slots or self.slots
             flight = self.flights.get(frame.id)
             if flight is None:
                 continue  # answered already (a job sent twice, answered twice)
@@ -157,7 +172,11 @@ class JobDispatcher:
             self.counts["results"] += 1
             save = SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="answered",
                               answer=Reply(id=job.id, chat=job.chat, tier=job.tier, text=result.text))
-        self.persist(save, save.answer, flight.clients)
+        self.persist(save, save.answer, flight.clients,
+                     then=lambda: self._replied(result.written_at) if result.written_at else None)
+
+    def _replied(self, written_at: float) -> None:
+        self.result_to_reply_ms.append((time.time() - written_at) * 1000)
 
     # -- reconnects --------------------------------------------------------------------
     def _on_monitor(self) -> None:
@@ -174,7 +193,7 @@ class JobDispatcher:
         if in_flight:
             log.warning("the pool-manager reconnected; sending its %d unanswered jobs again", len(in_flight))
         for flight in in_flight:
-            if not self._try_send(flight.job):
+            if not self._try_send(flight.job, counted=True):
                 flight.queued = True
                 self.queue.appendleft(flight)
         self.counts["resent"] += len(in_flight)

@@ -13,16 +13,19 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any, Callable
 
 import msgspec
 import zmq
 
 from proto.config import Config
-from proto.db import NOT_STORED, open_readonly, recent_turns, stored_answer, unfinished_messages
+from proto.db import (
+    NOT_STORED, open_readonly, recent_turns, spend_since, stored_answer, unfinished_messages,
+)
 from proto.frames import (
-    Chat, ClientIn, ClientOut, Codec, Job, Notice, Reply, SaveExchange, StoredMessage, Turn,
-    describe_decode_error,
+    Chat, ClientIn, ClientOut, Codec, Job, Notice, Passage, Reply, SaveExchange, SearchRequest,
+    StoredMessage, Turn, describe_decode_error, knowledge_request,
 )
 from proto.loop import EventLoop
 from proto.store_client import StoreClient
@@ -30,6 +33,7 @@ from proto.store_client import StoreClient
 from .classifier import TIERS, Classifier
 from .inline import InlineResponder
 from .jobs import JobDispatcher
+from .knowledge import KnowledgeClient
 
 log = logging.getLogger("router")
 
@@ -40,17 +44,20 @@ AGENT_TIERS = ("container-light", "container-full")
 
 class Router:
     def __init__(self, config: Config, frontend: zmq.Socket, store: zmq.Socket, pool: zmq.Socket,
-                 classifier: Classifier, loop: EventLoop) -> None:
+                 search: zmq.Socket, classifier: Classifier, loop: EventLoop) -> None:
         self.config = config.router
         self.full_config = config
         self.frontend = frontend
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
-        self.inline = InlineResponder(self.stats)
+        self.inline = InlineResponder(self.stats, self._spend_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed)
-        self.jobs = JobDispatcher(config.jobs, pool, loop, self._send, self.persist)
+        self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist)
+        self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
+        # Messages waiting for the search-cache: message id -> clients to answer.
+        self.asking: dict[str, list[bytes]] = {}
         # Writes waiting to be committed: store key -> (answer to send, clients, then what).
         self.waiting: dict[str, tuple[ClientOut | None, list[bytes], Callable[[], None] | None]] = {}
         self.reader: sqlite3.Connection | None = None
@@ -64,6 +71,7 @@ class Router:
         self.loop.add_reader(self.frontend, self.on_frontend_readable)
         self.storage.start()
         self.jobs.start()
+        self.knowledge.start()
         self._resume()
 
     def stats(self) -> dict[str, Any]:
@@ -74,6 +82,7 @@ class Router:
             "pending_writes": len(self.waiting),
             "store_resends": self.storage.resends,
             "jobs": self.jobs.stats(),
+            "knowledge": self.knowledge.counts,
             **self.counts,
         }
 
@@ -124,14 +133,39 @@ class Router:
                            text=self.inline.respond(verdict.intent, chat.text))
             self.persist(SaveExchange(message=message, answer=answer), answer, [identity])
         elif verdict.tier == "oracle-only":
-            answer = Notice(id=chat.id, chat=chat.chat, kind="unavailable",
-                            text="the oracle-only tier is not available yet; your message is stored")
-            self.persist(SaveExchange(message=message, answer=answer), answer, [identity])
+            clients = self.asking[chat.id] = [identity]
+            request = knowledge_request(verdict.intent, self.knowledge.next_req(), chat.chat, chat.text)
+            self.knowledge.ask(request, lambda answer: self._answer_from_knowledge(message, clients, answer))
         else:
             # Stored first, so the message is never lost, then handed to an agent.
             clients = [identity]
             self.persist(SaveExchange(message=message), None, clients,
-                         then=lambda: self.jobs.submit(self._job(message), clients))
+                         then=lambda: self._submit_with_context(message, clients))
+
+    def _answer_from_knowledge(self, message: StoredMessage, clients: list[bytes], found) -> None:
+        del self.asking[message.id]
+        if found is None:
+            answer = Notice(id=message.id, chat=message.chat, kind="error",
+                            text="your knowledge base is not answering right now; please try again")
+        elif found.error and not found.reply:
+            answer = Notice(id=message.id, chat=message.chat, kind="error", text=found.error)
+        else:
+            answer = Reply(id=message.id, chat=message.chat, tier="oracle-only", text=found.reply)
+        status = "answered" if isinstance(answer, Reply) else "failed"
+        self.persist(SaveExchange(message=msgspec.structs.replace(message, status=status), answer=answer),
+                     answer, clients)
+
+    def _submit_with_context(self, message: StoredMessage, clients: list[bytes]) -> None:
+        """Ask the knowledge base for passages, then hand the job to the pool (with or
+        without them: a slow search-cache never holds a job back for long)."""
+        request = SearchRequest(req=self.knowledge.next_req(), query=message.text,
+                                limit=self.full_config.jobs.context_passages)
+
+        def submit(found) -> None:
+            passages = [Passage(text=hit.text, source=hit.source) for hit in found.hits] if found else []
+            self.jobs.submit(self._job(message, passages), clients)
+
+        self.knowledge.ask(request, submit)
 
     def _answer_resend(self, identity: bytes, chat: Chat) -> bool:
         """A message id seen before is never processed again: join it or answer from storage."""
@@ -142,6 +176,9 @@ class Router:
         if chat.id in self.jobs:
             self.jobs.follow(chat.id, identity)
             return True
+        if chat.id in self.asking:
+            self.asking[chat.id].append(identity)
+            return True
         stored, answer = self._stored(chat.id)
         if not stored:
             return False
@@ -150,14 +187,14 @@ class Router:
                                               text="still working on it"))
         return True
 
-    def _job(self, message: StoredMessage) -> Job:
+    def _job(self, message: StoredMessage, context: list[Passage]) -> Job:
         model = (self.full_config.agents.light_model if message.tier == "container-light"
                  else self.full_config.agents.full_model)
         history = [Turn(role=role, content=text) for role, text in
                    recent_turns(self._reader(), message.chat, message.id,
                                 self.full_config.jobs.history_turns)]
         return Job(id=message.id, chat=message.chat, tier=message.tier, model=model,
-                   text=message.text, history=history)
+                   text=message.text, history=history, context=context)
 
     def _resume(self) -> None:
         """Jobs a previous router accepted but never answered go to the pool again."""
@@ -170,7 +207,12 @@ class Router:
         for message_id, chat, sender, text, tier in unfinished:
             message = StoredMessage(id=message_id, chat=chat, sender=sender, text=text, tier=tier,
                                     received_at=0.0, status="accepted")
-            self.jobs.submit(self._job(message), [])
+            self._submit_with_context(message, [])
+
+    def _spend_today(self) -> tuple[int, int, float]:
+        reader = self._reader()
+        midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
+        return spend_since(reader, midnight) if reader is not None else (0, 0, 0.0)
 
     def _reader(self) -> sqlite3.Connection | None:
         if self.reader is None and self.full_config.database.exists():

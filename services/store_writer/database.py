@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
 
 from proto.db import SCHEMA
-from proto.frames import Reply, SaveExchange
+from proto.frames import Notice, Reply, SaveAnswer, SaveExchange, SaveJob, SaveNote, SaveUsage
 
 
 def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000) -> sqlite3.Connection:
@@ -45,15 +46,76 @@ def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> None:
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (msg.id, msg.chat, msg.sender, msg.text, msg.tier, msg.status, msg.received_at, now),
     ).rowcount
-    answer = frame.answer
-    if not inserted or answer is None:
-        return
+    if inserted and frame.answer is not None:
+        _insert_reply(conn, msg.id, 0, frame.answer, now)
+
+
+def _insert_reply(conn: sqlite3.Connection, message_id: str, seq: int, answer: Reply | Notice,
+                  now: float) -> None:
     if isinstance(answer, Reply):
         row = ("reply", answer.tier, None, answer.text)
     else:
         row = ("notice", None, answer.kind, answer.text)
     conn.execute(
         "INSERT OR IGNORE INTO replies(message_id, seq, kind, tier, notice_kind, text, created_at) "
-        "VALUES (?, 0, ?, ?, ?, ?, ?)",
-        (msg.id, *row, now),
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message_id, seq, *row, now),
     )
+
+
+def save_answer(conn: sqlite3.Connection, frame: SaveAnswer) -> None:
+    """A later answer (seq > 0) and the message's new status; a resent one changes nothing."""
+    conn.execute("UPDATE messages SET status = ? WHERE id = ?", (frame.status, frame.message_id))
+    _insert_reply(conn, frame.message_id, frame.seq, frame.answer, time.time())
+
+
+def save_job(conn: sqlite3.Connection, frame: SaveJob) -> None:
+    now = time.time()
+    conn.execute(
+        "INSERT INTO jobs(id, message_id, chat, tier, state, container, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+        "container = coalesce(nullif(excluded.container, ''), container), updated_at = excluded.updated_at",
+        (frame.id, frame.message_id, frame.chat, frame.tier, frame.state, frame.container, now, now),
+    )
+
+
+def save_usage(conn: sqlite3.Connection, frame: SaveUsage) -> None:
+    conn.execute(
+        "INSERT OR IGNORE INTO usage(job_id, model, input_tokens, output_tokens, cost_usd, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (frame.job_id, frame.model, frame.input_tokens, frame.output_tokens, frame.cost_usd, time.time()),
+    )
+
+
+def save_note(conn: sqlite3.Connection, frame: SaveNote) -> None:
+    """Insert a note; the same note again changes nothing (or brings a superseded one back).
+
+    A piece of a file supersedes the live note that held its place, and a file now shorter
+    supersedes the pieces past its end, so re-importing an edited file leaves one live copy.
+    """
+    note = frame.note
+    now = time.time()
+    conn.execute(
+        "INSERT INTO notes(id, text, source, tags, chat, part, created_at, stored_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET superseded_at = NULL, part = excluded.part",
+        (note.id, note.text, note.source, json.dumps(note.tags, ensure_ascii=False), note.chat,
+         note.part, note.created_at, now),
+    )
+    if note.part is not None:
+        conn.execute(
+            "UPDATE notes SET superseded_at = ? WHERE source = ? AND part = ? AND id != ? "
+            "AND superseded_at IS NULL",
+            (now, note.source, note.part, note.id),
+        )
+    if note.parts is not None:
+        conn.execute(
+            "UPDATE notes SET superseded_at = ? WHERE source = ? AND part >= ? "
+            "AND superseded_at IS NULL",
+            (now, note.source, note.parts),
+        )
+
+
+# The write for each kind of store frame.
+WRITES = {SaveExchange: save_exchange, SaveAnswer: save_answer, SaveJob: save_job,
+          SaveUsage: save_usage, SaveNote: save_note}

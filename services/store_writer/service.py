@@ -21,7 +21,7 @@ import zmq
 from proto.frames import Codec, Committed, StoreError, StoreIn, StoreOut
 from proto.loop import EventLoop
 
-from .database import checkpoint, save_exchange
+from .database import WRITES, checkpoint
 
 log = logging.getLogger("store-writer")
 
@@ -72,7 +72,7 @@ class StoreWriter:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for frame in frames:
-                save_exchange(self.conn, frame)
+                WRITES[type(frame)](self.conn, frame)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -87,19 +87,19 @@ class StoreWriter:
             try:
                 self._commit([frame for _, frame in batch])
                 for peer, frame in batch:
-                    done[peer].append(frame.message.id)
+                    done[peer].append(frame.key)
             except sqlite3.Error as exc:
                 # Find the frames that fail on their own; the rest still commit.
                 log.error("batch of %d failed (%s); committing one by one", len(batch), exc)
                 for peer, frame in batch:
                     try:
                         self._commit([frame])
-                        done[peer].append(frame.message.id)
+                        done[peer].append(frame.key)
                     except sqlite3.Error as one_exc:
-                        failed[peer].append(frame.message.id)
+                        failed[peer].append(frame.key)
                         errors[peer] = str(one_exc)
                         self.failed += 1
-                        log.error("write of %s failed: %s", frame.message.id, one_exc)
+                        log.error("write of %s failed: %s", frame.key, one_exc)
             self.batches += 1
             for peer, keys in done.items():
                 self.committed += len(keys)

@@ -1,0 +1,77 @@
+"""The router's side of the search-cache: ask, and get the answer (or None) back in the loop.
+
+Used for the oracle-only tier ("search …", "remember …", "what do you know about …") and for
+the knowledge passages a job carries. An answer that does not come within ``timeout`` is
+None: the router then tells the user the knowledge base is not answering, or sends the job
+without passages. It never waits longer than that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable
+
+import msgspec
+import zmq
+
+from proto.frames import Codec, KnowledgeIn, KnowledgeOut
+from proto.loop import EventLoop, Timer
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[object | None], None]
+
+
+class KnowledgeClient:
+    def __init__(self, socket: zmq.Socket, loop: EventLoop, timeout: float) -> None:
+        self.socket = socket
+        self.loop = loop
+        self.timeout = timeout
+        self.codec = Codec(KnowledgeIn)
+        self.answers = Codec(KnowledgeOut)
+        self.numbers = itertools.count(1)
+        self.waiting: dict[str, tuple[Callback, Timer]] = {}
+        self.counts = {"asked": 0, "answered": 0, "timeouts": 0}
+
+    def start(self) -> None:
+        self.loop.add_reader(self.socket, self.on_readable)
+
+    def next_req(self) -> str:
+        return f"r{next(self.numbers)}"
+
+    def ask(self, request, callback: Callback) -> None:
+        """Send a request (its ``req`` from next_req); callback(answer or None) comes later."""
+        self.counts["asked"] += 1
+        timer = self.loop.call_later(self.timeout, lambda: self._expire(request.req))
+        self.waiting[request.req] = (callback, timer)
+        try:
+            self.socket.send(self.codec.encode(request), zmq.NOBLOCK)
+        except zmq.Again:
+            self._expire(request.req)  # the search-cache is not reading: answer without it
+
+    def _expire(self, req: str) -> None:
+        entry = self.waiting.pop(req, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.counts["timeouts"] += 1
+            log.warning("the search-cache did not answer request %s within %g s", req, self.timeout)
+            entry[0](None)
+
+    def on_readable(self) -> None:
+        while True:
+            try:
+                data = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                answer = self.answers.decode(data)
+            except msgspec.DecodeError as exc:
+                log.error("unreadable frame from the search-cache: %s", exc)
+                continue
+            entry = self.waiting.pop(answer.req, None)
+            if entry is None:
+                continue  # it came after its timeout; the user was answered without it
+            entry[1].cancel()
+            self.counts["answered"] += 1
+            entry[0](answer)

@@ -1,0 +1,157 @@
+"""Knowledge search: full text in SQLite, vector in chroma, fused; no sockets, no cache.
+
+Full text always works (SQLite is local). The vector ranking needs chroma; when it is down
+the answer is the full-text ranking alone, flagged ``degraded``, never an error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from proto import db
+from proto.config import Search as SearchConfig
+from proto.frames import Hit, SearchFilters
+
+from .fusion import reciprocal_rank_fusion
+from .text import cache_text, fts_match, fts_terms, quote, share_of_terms, short_needle, words
+from .vector import IndexDown, VectorIndex
+
+
+class BadQuery(ValueError):
+    """The query cannot be searched; the message says why, for the user."""
+
+
+class Searcher:
+    def __init__(self, config: SearchConfig, database: Path, busy_timeout_ms: int,
+                 index: VectorIndex) -> None:
+        self.config = config
+        self.database = database
+        self.busy_timeout_ms = busy_timeout_ms
+        self.index = index
+        self._reader: sqlite3.Connection | None = None
+
+    @property
+    def reader(self) -> sqlite3.Connection | None:
+        """Read-only, opened once the store-writer has created the database."""
+        if self._reader is None and self.database.exists():
+            self._reader = db.open_readonly(self.database, self.busy_timeout_ms)
+        return self._reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def limit(self, asked: int) -> int:
+        if asked < 0:
+            raise BadQuery("limit must not be negative")
+        return min(asked or self.config.default_limit, self.config.max_limit)
+
+    def check(self, query: str) -> str:
+        """The query as searched, or BadQuery saying what is wrong with it."""
+        if len(query) > self.config.max_query_chars:
+            raise BadQuery(f"the query is too long ({len(query)} characters; at most "
+                           f"{self.config.max_query_chars}): search for a few words")
+        text = cache_text(query)
+        if not text:
+            raise BadQuery("the query is empty: say what to search for")
+        if not words(text):
+            raise BadQuery("the query has only punctuation or symbols: say what to search for")
+        return text
+
+    # -- the rankings -----------------------------------------------------------------------
+    def informative_terms(self, reader: sqlite3.Connection, query: str) -> list[str]:
+        """The query's rarest terms. A term most notes contain ranks nothing and makes bm25
+        score thousands of rows (Thai trigrams of a common phrase); terms no note contains
+        cannot match. If every term is common, the rarest one still searches."""
+        terms = fts_terms(query, self.config.fts_max_terms)
+        if not terms:
+            return []
+        common = max(self.config.fts_common_share * db.note_rows(reader), self.config.fts_common_min)
+        counted = sorted(zip(db.term_document_counts(reader, map(quote, terms)), terms))
+        found = [(count, term) for count, term in counted if count > 0]
+        rare = [term for count, term in found if count <= common]
+        return (rare or [term for _, term in found[:1]])[:self.config.fts_rare_terms]
+
+    def full_text(self, query: str, filters: SearchFilters, count: int) -> tuple[list[Hit], list[str]]:
+        """(hits best first, the terms searched for)."""
+        reader = self.reader
+        if reader is None:
+            return [], []
+        try:
+            if fts_terms(query, self.config.fts_max_terms):
+                terms = self.informative_terms(reader, query)
+                if not terms:
+                    return [], []
+                return db.search_notes_fts(reader, fts_match(terms), filters, count), terms
+            # Every word is shorter than a trigram ("ok", "น้ำ" is three): scan for it.
+            needle = short_needle(query)
+            hits = db.search_notes_substring(reader, needle, filters, count) if needle else []
+            return hits, []
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return [], []  # a database from before the knowledge base existed
+            raise
+
+    def vector(self, query: str, filters: SearchFilters, count: int) -> list[Hit]:
+        """Raises IndexDown when chroma cannot be asked."""
+        nearest = self.index.nearest(query, self.config.candidates)
+        reader = self.reader
+        if reader is None or not nearest:
+            return []
+        live = db.live_notes_by_id(reader, (note for note, _ in nearest), filters)
+        hits = []
+        for note, similarity in nearest:
+            hit = live.get(note)
+            if hit is not None:
+                hit.score = similarity
+                hits.append(hit)
+        return hits[:count]
+
+    # -- the modes --------------------------------------------------------------------------
+    def search(self, query: str, mode: str, limit: int, filters: SearchFilters) -> tuple[list[Hit], bool]:
+        """(hits best first, degraded). ``query`` has passed ``check``."""
+        text_hits: list[Hit] = []
+        terms: list[str] = []
+        if mode in ("fts", "hybrid") or not self.index.up:
+            text_hits, terms = self.full_text(query, filters, self.config.candidates)
+        if mode == "fts":
+            return text_hits[:limit], False
+        try:
+            vector_hits = self.vector(query, filters, self.config.candidates)
+        except IndexDown:
+            if not text_hits:
+                text_hits, _ = self.full_text(query, filters, self.config.candidates)
+            return text_hits[:limit], True
+        if mode == "vector":
+            return vector_hits[:limit], False
+        # An OR query matches a note that shares one word or trigram with it; in a fusion such
+        # weak matches would outvote the vector ranking, so only notes holding a good share of
+        # the query's terms take part (full-text-only searches keep them all).
+        text_hits = [hit for hit in text_hits
+                     if share_of_terms(terms, hit.text) >= self.config.fts_min_share]
+        by_id = {hit.id: hit for hit in (*vector_hits, *text_hits)}
+        fused = reciprocal_rank_fusion(
+            ([hit.id for hit in vector_hits], [hit.id for hit in text_hits]), self.config.rrf_k)
+        hits = []
+        for note, score in fused[:limit]:
+            hit = by_id[note]
+            hits.append(Hit(id=hit.id, text=hit.text, source=hit.source, score=score))
+        return hits, False
+
+    def latest(self, filters: SearchFilters, limit: int) -> list[Hit]:
+        reader = self.reader
+        return db.latest_notes(reader, filters, limit) if reader is not None else []
+
+    def documents(self) -> int:
+        reader = self.reader
+        try:
+            return db.count_live_notes(reader) if reader is not None else 0
+        except sqlite3.OperationalError:
+            return 0
+
+    def live_notes(self, ids: list[str] | None = None) -> list[tuple[str, str, str]]:
+        reader = self.reader
+        return db.live_note_texts(reader, ids) if reader is not None else []
+
