@@ -35,7 +35,7 @@ ensure_venv() {
   fi
   if [ ! -f "$stamp" ]; then
     echo "run.sh: installing warmwire and its dependencies into $VENV (the first time takes a few minutes)" >&2
-    "$PY" -m pip install --progress-bar on -e '.[test]' >&2
+    "$PY" -m pip install --progress-bar on -e '.[test,bench]' >&2
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

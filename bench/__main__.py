@@ -17,13 +17,13 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from . import idle, inline_latency, overload, pool, routing, sqlite
+from . import idle, inline_latency, overload, pool, routing, search, sqlite
 from .harness import System
 from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
-ROWS = (idle, inline_latency, pool, sqlite, routing, overload)
+ROWS = (idle.run, inline_latency.run, search.bench_rows, pool.run, sqlite.run, routing.run, overload.run)
 
 
 PROGRESS_WIDTH = 30
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print("starting warmwire in a temporary home", file=sys.stderr)
     with System() as system:
-        for module in ROWS:
-            result = module.run(system, args.quick, progress)
+        for measure in ROWS:
+            result = measure(system, args.quick, progress)
             rows.extend(result if isinstance(result, list) else [result])
             print(file=sys.stderr)
     seconds = time.monotonic() - started

@@ -29,8 +29,10 @@ def _free_port() -> int:
 class System:
     """A whole warmwire (supervisor and services) in real processes."""
 
-    def __init__(self, **settings: str) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="ww-bench-"))
+    def __init__(self, home: Path | None = None, **settings: str) -> None:
+        """home: a folder to use and keep (the caller removes it); else a temporary one."""
+        self.keep_home = home is not None
+        self.home = home or Path(tempfile.mkdtemp(prefix="ww-bench-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
         self.env.update(WARMWIRE_HOME=str(self.home),
                         WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{_free_port()}", **settings)
@@ -38,7 +40,7 @@ class System:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "System":
-        log = open(self.home / "supervisor.out", "wb")
+        log = open(self.home / "supervisor.out", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "run"], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_DEADLINE
@@ -52,11 +54,15 @@ class System:
         self.__exit__()
         raise RuntimeError(f"warmwire did not become healthy; see {self.home}/supervisor.out")
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(STOP_DEADLINE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        shutil.rmtree(self.home, ignore_errors=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if not self.keep_home:
+            shutil.rmtree(self.home, ignore_errors=True)

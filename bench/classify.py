@@ -1,0 +1,91 @@
+"""Router classifier, in process: per-message latency and held-out accuracy.
+
+    python -m bench.classify [--quick] [--json FILE]
+
+Loads the classifier once, then times `classify()` call by call (time.perf_counter_ns) over
+the dev and held-out messages, cycled in a fixed shuffled order, after one warm-up pass.
+Prints p50/p99 in microseconds against the target, and the held-out accuracy with the
+per-tier confusion table.  `run(quick)` returns the figures for a bench runner.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from services.router.classifier import Classifier
+from services.router.classifier.evaluate import evaluate, load_jsonl
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+HELDOUT = DATA / "router_heldout.jsonl"
+DEV = DATA / "router_dev.jsonl"
+CALLS = {True: 10_000, False: 100_000}
+TARGET_P99_US = 100.0
+NS_PER_US = 1_000
+SEED = 11
+P50, P99 = 0.50, 0.99
+
+
+def _percentile(ordered: list[int], fraction: float) -> float:
+    """Nearest-rank percentile of sorted samples."""
+    rank = max(1, -(-int(fraction * len(ordered) * 1_000_000) // 1_000_000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def measure(clf: Classifier, texts: list[str], calls: int) -> list[int]:
+    """Nanoseconds per classify() call, `calls` calls cycling over `texts`."""
+    order = texts[:]
+    random.Random(SEED).shuffle(order)
+    for text in order:  # warm-up: first-call costs are not what a running router sees
+        clf.classify(text)
+    clock = time.perf_counter_ns
+    classify = clf.classify
+    samples = []
+    for i in range(calls):
+        text = order[i % len(order)]
+        start = clock()
+        classify(text)
+        samples.append(clock() - start)
+    return samples
+
+
+def run(quick: bool) -> dict:
+    """Measure and report; returns {"p50_us", "p99_us", "accuracy", ...}."""
+    started = time.perf_counter()
+    clf = Classifier.load()
+    load_s = time.perf_counter() - started
+    heldout, dev = load_jsonl(HELDOUT), load_jsonl(DEV)
+    texts = [text for text, _tier in heldout + dev]
+    samples = sorted(measure(clf, texts, CALLS[quick]))
+    p50 = _percentile(samples, P50) / NS_PER_US
+    p99 = _percentile(samples, P99) / NS_PER_US
+    report = evaluate(lambda text: clf.classify(text).tier, heldout)
+    dev_report = evaluate(lambda text: clf.classify(text).tier, dev)
+    print(f"classifier: loaded in {load_s * 1000:.0f} ms; {len(samples)} calls over "
+          f"{len(texts)} messages")
+    print(f"latency per message: p50 {p50:.1f} us, p99 {p99:.1f} us, max {samples[-1] / NS_PER_US:.0f} us"
+          f" (target p99 < {TARGET_P99_US:.0f} us: {'met' if p99 < TARGET_P99_US else 'NOT MET'})")
+    print(f"\nheld-out ({HELDOUT.name}):\n{report.table()}")
+    if report.errors:
+        print(f"misrouted:\n{report.error_lines()}")
+    print(f"\ndev ({DEV.name}): accuracy {dev_report.accuracy:.4f}")
+    return {"p50_us": p50, "p99_us": p99, "accuracy": report.accuracy,
+            "dev_accuracy": dev_report.accuracy, "calls": len(samples), "load_ms": load_s * 1000}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.classify", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{CALLS[True]} calls instead of {CALLS[False]}")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
