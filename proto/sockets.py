@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
+import msgspec
 import zmq
 
 # Sockets are closed at shutdown without waiting for peers that are already gone.
@@ -79,3 +81,18 @@ def request(ctx: zmq.Context, endpoint: str, payload: bytes, timeout: float) -> 
         return None
     finally:
         sock.close()
+
+
+def received(sock: zmq.Socket, codec, what: str, log) -> Iterator[Any]:
+    """Every frame waiting on a DEALER, decoded; an undecodable one is logged and skipped."""
+    while True:
+        try:
+            data = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            frame = codec.decode(data)
+        except msgspec.DecodeError as exc:
+            log.error("unreadable frame from %s: %s", what, exc)
+            continue
+        yield frame

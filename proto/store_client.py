@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Any, Callable
 
-import msgspec
 import zmq
 
 from proto.frames import Codec, Committed, StoreIn, StoreOut
 from proto.loop import EventLoop, Timer
+from proto.sockets import received
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,7 @@ class StoreClient:
             pass  # the store-writer is not keeping up; the retry timer sends it again
 
     def on_readable(self) -> None:
-        while True:
-            try:
-                data = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                ack = self.acks.decode(data)
-            except msgspec.DecodeError as exc:
-                log.error("unreadable frame from the store-writer: %s", exc)
-                continue
+        for ack in received(self.socket, self.acks, "the store-writer", log):
             for key in ack.keys:
                 if self.pending.pop(key, None) is None:
                     continue  # a second acknowledgement of a resent write

@@ -11,17 +11,18 @@ process counts the silence.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from typing import Any, Callable
 
-import msgspec
 import zmq
 
 from proto.frames import Codec, Control, Health, Probe
 from proto.loop import EventLoop
-from proto.sockets import connect_dealer
+from proto.sockets import connect_dealer, received
 
+log = logging.getLogger("supervisor")
 OnAnswer = Callable[[dict[str, Any]], None]
 # An HTTP status line fits in far less; a peer sending more without one is not the program.
 STATUS_LINE_MAX = 1024
@@ -53,15 +54,7 @@ class ControlProbe:
 
     def _on_readable(self) -> None:
         assert self.socket is not None
-        while True:
-            try:
-                data = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                health = self.codec.decode(data)
-            except msgspec.DecodeError:
-                continue
+        for health in received(self.socket, self.codec, "a service's control socket", log):
             if isinstance(health, Health):
                 self.on_answer(health.stats)
 

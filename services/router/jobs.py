@@ -17,7 +17,6 @@ import time
 from collections import deque
 from typing import Callable
 
-import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -26,6 +25,7 @@ from proto.frames import (
     ClientOut, Codec, Job, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
 )
 from proto.loop import EventLoop
+from proto.sockets import received
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,7 @@ class JobDispatcher:
 
     # -- answers -----------------------------------------------------------------------
     def on_readable(self) -> None:
-        while True:
-            try:
-                data = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                frame = self.answers.decode(data)
-            except msgspec.DecodeError as exc:
-                log.error("unreadable frame from the pool-manager: %s", exc)
-                continue
+        for frame in received(self.socket, self.answers, "the pool-manager", log):
             self.slots = frame.slots or self.slots
             flight = self.flights.get(frame.id)
             if flight is None:

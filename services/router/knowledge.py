@@ -12,11 +12,11 @@ import itertools
 import logging
 from typing import Callable
 
-import msgspec
 import zmq
 
 from proto.frames import Codec, KnowledgeIn, KnowledgeOut
 from proto.loop import EventLoop, Timer
+from proto.sockets import received
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,7 @@ class KnowledgeClient:
             entry[0](None)
 
     def on_readable(self) -> None:
-        while True:
-            try:
-                data = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                answer = self.answers.decode(data)
-            except msgspec.DecodeError as exc:
-                log.error("unreadable frame from the search-cache: %s", exc)
-                continue
+        for answer in received(self.socket, self.answers, "the search-cache", log):
             entry = self.waiting.pop(answer.req, None)
             if entry is None:
                 continue  # it came after its timeout; the user was answered without it
