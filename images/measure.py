@@ -25,6 +25,8 @@ from proto import ipc
 READY_TIMEOUT_S = 30
 RESULT_TIMEOUT_S = 10
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent", "runner.py")
+# Bytecode is looked up under this (empty, read-only-root) prefix, so none is found.
+NO_BYTECODE = {"PYTHONPYCACHEPREFIX": "/nonexistent-pycache"}
 SAMPLE_JOB = {"text": "when is the dentist appointment?",
               "context": [{"title": "calendar", "text": "Dentist on Friday at 10am."}]}
 
@@ -36,7 +38,8 @@ def summary(samples_ms: list[float]) -> dict:
             "min_ms": round(s[0], 2), "max_ms": round(s[-1], 2)}
 
 
-def _cold_start(client, image: str, root: str, cli: bool) -> tuple[float, object]:
+def _cold_start(client, image: str, root: str, cli: bool,
+                environment: dict | None = None) -> tuple[float, object]:
     lay, secret = launch.prepare_ipc(root)
     name = f"ww-measure-{uuid.uuid4().hex[:8]}"
     with launch.Watch(lay.from_agent, secret) as watch:
@@ -46,8 +49,9 @@ def _cold_start(client, image: str, root: str, cli: bool) -> tuple[float, object
                            stdout=subprocess.DEVNULL)
             container = client.containers.get(name)
         else:
-            container = client.containers.create(**launch.container_kwargs(image, lay,
-                                                                           name=name))
+            options = launch.container_kwargs(image, lay, name=name)
+            options["environment"] = {**options.get("environment", {}), **(environment or {})}
+            container = client.containers.create(**options)
             container.start()
         try:
             watch.wait("ready", ipc.UNASSIGNED_CHAT, READY_TIMEOUT_S)
@@ -55,6 +59,24 @@ def _cold_start(client, image: str, root: str, cli: bool) -> tuple[float, object
             container.remove(force=True)
             raise
         return (time.perf_counter() - t0) * 1000, (container, lay, secret)
+
+
+def cold_starts_without_bytecode(image: str, runs: int) -> list[float]:
+    """The old design's start, where the agent's code was compiled at every start: the same
+    hardened container, told to look for bytecode where there is none, so every module of the
+    runner is compiled from source before `ready`."""
+    client = build.connect()
+    tmp = tempfile.mkdtemp(prefix="ww-measure-nobytecode-")
+    samples = []
+    try:
+        for i in range(runs):
+            ms, (container, _, _) = _cold_start(client, image, f"{tmp}/{i}", cli=False,
+                                                environment=NO_BYTECODE)
+            container.remove(force=True)
+            samples.append(ms)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return samples
 
 
 def round_trips(lay, secret, jobs: int, chat="measure-chat") -> list[float]:
