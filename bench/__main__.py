@@ -17,13 +17,14 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from . import idle, inline_latency, overload, pool, routing, search, sqlite
+from . import classify, idle, inline_latency, overload, pool, routing, search, sqlite
 from .harness import System
 from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
-ROWS = (idle.run, inline_latency.run, search.bench_rows, pool.run, sqlite.run, routing.run, overload.run)
+ROWS = (idle.run, inline_latency.run, search.bench_rows, pool.run, sqlite.run, routing.run,
+        overload.run, classify.bench_row)
 
 
 PROGRESS_WIDTH = 30

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
 
 from services.router.classifier import Classifier
 from services.router.classifier.evaluate import evaluate, load_jsonl
+
+from .stats import Row, latency_row
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 HELDOUT = DATA / "router_heldout.jsonl"
@@ -89,3 +92,46 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# The plan's old router, for the baseline column: regular expressions checked in order, the
+# first match wins (English keywords; `\b` and spaces do not work on Thai).
+OLD_ROUTER = (
+    (re.compile(r"^(hi|hello|hey|thanks|thank you|ok|okay)\b", re.I), "inline"),
+    (re.compile(r"\b(search|find|remember|note|what do you know)\b", re.I), "oracle-only"),
+    (re.compile(r"\b(code|debug|error|analy[sz]e|compare|plan|why|how)\b", re.I), "container-full"),
+)
+OLD_DEFAULT = "container-light"
+
+
+def old_router(text: str) -> str:
+    return next((tier for pattern, tier in OLD_ROUTER if pattern.search(text)), OLD_DEFAULT)
+
+
+def bench_row(system, quick: bool, progress) -> Row:
+    """The classifier's row in `./run.sh bench`: µs per message, and held-out accuracy
+    against the old regex router's."""
+    progress("classify: in-process latency", 0, 1)
+    clf = Classifier.load()
+    heldout, dev = load_jsonl(HELDOUT), load_jsonl(DEV)
+    texts = [text for text, _tier in heldout + dev]
+    samples = [ns / NS_PER_US for ns in measure(clf, texts, CALLS[quick])]
+    old = [ns / NS_PER_US for ns in _time_calls(old_router, texts, CALLS[quick])]
+    accuracy = evaluate(lambda text: clf.classify(text).tier, heldout).accuracy
+    old_accuracy = evaluate(old_router, heldout).accuracy
+    progress("classify: done", 0, 1)
+    row = latency_row("classify", "us", samples, old, TARGET_P99_US,
+                      note=(f"held-out accuracy {accuracy:.1%}; baseline: the old regex router, "
+                            f"accuracy {old_accuracy:.1%} (faster, but wrong)"))
+    row.details = {"accuracy": accuracy, "baseline_accuracy": old_accuracy}
+    return row
+
+
+def _time_calls(route, texts: list[str], calls: int) -> list[int]:
+    clock, samples = time.perf_counter_ns, []
+    for i in range(calls):
+        text = texts[i % len(texts)]
+        start = clock()
+        route(text)
+        samples.append(clock() - start)
+    return samples

@@ -1,0 +1,90 @@
+"""Classifier: structural rules first, then a linear model over text features.
+
+Order of decisions: (1) shape rules (empty, /command, long, code block, stack trace, emoji
+only); (2) a leading pleasantry is split off and the rest judged on its own ("hi! debug
+this" is a code request); (3) the model, whose most likely tier wins (intent probabilities
+summed per tier) and whose most likely intent inside that tier becomes `intent`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import rules
+from .model import WEIGHTS_PATH, LinearModel
+from .text import features, normalise
+from .verdict import INLINE, INTENT_REASON, LEARNED_INTENTS, TIERS, Verdict
+
+# Probabilities are rounded so verdicts print compactly and compare stably.
+CONFIDENCE_DIGITS = 3
+
+
+class Classifier:
+    """Maps a message to one of TIERS.  Build once with `Classifier.load()`; thread-safe."""
+
+    __slots__ = ("_model", "_spans")
+
+    def __init__(self, model: LinearModel) -> None:
+        unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
+        if unknown:
+            raise ValueError(f"model has intents the router does not know: {unknown}")
+        tier_of = [LEARNED_INTENTS[i] for i in model.intents]
+        if tier_of != sorted(tier_of, key=TIERS.index):
+            raise ValueError("model intents must be grouped by tier (see train.py)")
+        self._model = model
+        # (tier, first, end) slice of the model's output that belongs to each tier.
+        self._spans = [(t, tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
+                       for t in TIERS if t in tier_of]
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> "Classifier":
+        """Load the shipped weights (see train.py to regenerate them from the corpus)."""
+        return cls(LinearModel.load(Path(path) if path else WEIGHTS_PATH))
+
+    @property
+    def model(self) -> LinearModel:
+        return self._model
+
+    def classify(self, text: str) -> Verdict:
+        """The tier (and intent, reason, confidence) that should answer `text`."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        ruled = rules.structural(text)
+        if ruled is not None:
+            return ruled
+        split = rules.split_opener(text)
+        if split is not None:
+            # "hi! can you debug this" -> the request decides.  When the rest is a pleasantry
+            # too ("got it, thanks"), its verdict stands for the whole message.
+            opener, rest = split
+            verdict = rules.structural(rest) or self._predict(rest)
+            if verdict.tier == INLINE:
+                return verdict
+            return Verdict(verdict.tier, f"{verdict.reason} (after '{_short(opener)}')",
+                           verdict.confidence, verdict.intent)
+        return self._predict(text)
+
+    def _predict(self, text: str) -> Verdict:
+        probs = self._model.probabilities(features(text, normalise(text)))
+        best_p, tier, first, end = -1.0, INLINE, 0, 0
+        for span_tier, a, b in self._spans:
+            p = sum(probs[a:b])
+            if p > best_p:
+                best_p, tier, first, end = p, span_tier, a, b
+        k = first
+        for j in range(first + 1, end):  # the most likely intent inside the chosen tier
+            if probs[j] > probs[k]:
+                k = j
+        intent = self._model.intents[k]
+        return Verdict(tier, INTENT_REASON[intent], round(best_p, CONFIDENCE_DIGITS), intent)
+
+    def tier_probabilities(self, text: str) -> dict[str, float]:
+        """Model probability of each tier (ignores the rules); for diagnostics."""
+        probs = self._model.probabilities(features(text, normalise(text)))
+        return {t: sum(probs[a:b]) for t, a, b in self._spans}
+
+
+_OPENER_SHOWN_CHARS = 20
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _OPENER_SHOWN_CHARS else text[:_OPENER_SHOWN_CHARS] + "…"
