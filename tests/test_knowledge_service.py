@@ -144,8 +144,9 @@ def test_with_chroma_killed_search_degrades_to_full_text_and_catches_up_when_it_
         assert not while_down.indexed
         assert client.search("water meter", mode="vector").degraded  # still answers, from full text
         chroma = ChromaServer(chroma.folder, chroma.port).start()
-        wait_for(lambda: rig.index.up and not rig.service.to_index, CHROMA_DEADLINE,
-                 "the search-cache to catch up with the restarted chroma")
+        # Up alone is not enough: the catch-up has to have run, not merely not started yet.
+        wait_for(lambda: rig.index.up and rig.service.counts["caught_up"] == 1 and not rig.service.to_index,
+                 CHROMA_DEADLINE, "the search-cache to catch up with the restarted chroma")
         answer = client.search("how much water did we use, what's on the meter", mode="vector")
         assert not answer.degraded
         assert answer.hits[0].text == "The water meter number is 4471."

@@ -296,9 +296,9 @@ class SearchCacheService:
             return
         if missing or stale:
             log.info("catching up: indexing %d notes, removing %d stale chunks", len(missing), len(stale))
-            self.counts["caught_up"] += len(missing)
         self.cache.clear()
         self._queue_index([(note, []) for note in missing])
+        self.counts["caught_up"] += len(missing)  # after queueing: counted means on its way
 
     # -- shutdown ----------------------------------------------------------------------------
     def drain(self, done: Callable[[], None]) -> None:
