@@ -106,3 +106,21 @@ def test_learn_says_so_when_the_path_is_missing_or_has_no_notes(warmwire, tmp_pa
     (tmp_path / "empty").mkdir()
     empty = warmwire.cli("learn", str(tmp_path / "empty"))
     assert empty.returncode == 2 and "no .md" in empty.stderr
+
+
+def test_oracle_only_messages_are_answered_from_the_notes_in_the_users_language(warmwire):
+    """Through the router, as a user writes: remember, then ask in other words."""
+    wait_for(lambda: chroma_reached(warmwire), RECOVERY_DEADLINE, "the search-cache to reach chroma")
+    chat = warmwire.client()
+    noted = chat.ask("remember that the spare house key is under the blue flower pot")
+    assert noted["type"] == "reply" and noted["tier"] == "oracle-only", noted
+    thai_noted = chat.ask("จำไว้ว่ารหัสไวไฟที่บ้านคือ sunflower2024")
+    assert thai_noted["tier"] == "oracle-only" and any("\u0e00" <= ch <= "\u0e7f" for ch in thai_noted["text"])
+    found = chat.ask("where did I put the extra key to my home?")
+    assert found["tier"] == "oracle-only" and "blue flower pot" in found["text"], found
+    thai_found = chat.ask("ค้นหารหัสไวไฟ")
+    assert thai_found["tier"] == "oracle-only" and "sunflower2024" in thai_found["text"], thai_found
+    assert any("\u0e00" <= ch <= "\u0e7f" for ch in thai_found["text"].split("sunflower2024")[0])
+    with warmwire.db() as db:
+        stored = db.execute("SELECT count(*) FROM messages WHERE tier = 'oracle-only' AND status = 'answered'").fetchone()
+    assert stored == (4,)
