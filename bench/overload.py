@@ -52,6 +52,7 @@ def run(system, quick: bool, progress: Callable[[str, int, int], None]) -> Row:
     replies = sum(isinstance(f, Reply) for f in final.values())
     busy = sum(isinstance(f, Notice) and f.kind == "busy" for f in final.values())
     errors = len(final) - replies - busy
+    error_texts = sorted({f.text for f in final.values() if isinstance(f, Notice) and f.kind != "busy"})
     reader = open_readonly(system.config.database, system.config.store.busy_timeout_ms)
     marks = ",".join("?" * len(ids))
     stored = reader.execute(f"SELECT count(*) FROM messages WHERE id IN ({marks})", ids).fetchone()[0]
@@ -63,6 +64,6 @@ def run(system, quick: bool, progress: Callable[[str, int, int], None]) -> Row:
         met=lost == 0 and errors == 0, samples=count, baseline_samples=count,
         note=(f"{count} messages for {slots} slots in {elapsed:.1f} s: {replies} replies, {len(queued)} "
               f"queued first, {busy} busy, {errors} errors, {stored} stored; baseline: no notice "
-              "for the ones beyond 5 containers"),
+              "for the ones beyond 5 containers" + (f"; errors: {'; '.join(error_texts)}" if error_texts else "")),
         details={"sent": count, "slots": slots, "replies": replies, "queued": len(queued),
                  "busy": busy, "errors": errors, "stored": stored, "lost": lost})

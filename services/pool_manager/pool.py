@@ -122,7 +122,8 @@ class WarmPool:
         if agent.chat is None:
             agent.state = "ready"
             self.ready.append(agent)
-            self._arm_reaper()
+            if len(self.ready) > self.config.min_ready:  # only a surplus is ever reaped
+                self._arm_reaper()
         else:
             agent.state = "idle"
             self.on_ready(agent)
