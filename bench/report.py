@@ -16,6 +16,7 @@ from .stats import Row  # noqa: E402
 REPORT = Path(__file__).resolve().parent / "report.md"
 PLOT_DPI = 110
 PANEL_SIZE = (5.0, 3.4)
+PANEL_COLUMNS = 3
 
 
 def _cell(value: float | None) -> str:
@@ -55,9 +56,13 @@ def write_plot(rows: list[Row], path: Path) -> Path | None:
     plotted = [row for row in rows if row.distribution or row.baseline_distribution]
     if not plotted:
         return None
-    figure, axes = plt.subplots(1, len(plotted), figsize=(PANEL_SIZE[0] * len(plotted), PANEL_SIZE[1]),
+    columns = min(PANEL_COLUMNS, len(plotted))
+    lines = -(-len(plotted) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * lines),
                                 squeeze=False)
-    for axis, row in zip(axes[0], plotted):
+    for axis in axes.flat[len(plotted):]:
+        axis.set_visible(False)
+    for axis, row in zip(axes.flat, plotted):
         for label, samples in (("warmwire", row.distribution), ("baseline", row.baseline_distribution)):
             if samples:
                 ordered = sorted(samples)
@@ -66,7 +71,8 @@ def write_plot(rows: list[Row], path: Path) -> Path | None:
         axis.set_xscale("log")
         axis.set_xlabel(row.unit)
         axis.set_ylabel("share done")
-        axis.set_title(row.name)
+        axis.set_title(row.name if row.distribution else f"{row.name} (baseline only: warmwire's side is "
+                       "measured in the service)", fontsize="small" if not row.distribution else None)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(loc="lower right", fontsize="small")
     figure.tight_layout()

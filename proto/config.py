@@ -126,6 +126,7 @@ class Pool(_Section):
     image: str
     min_ready: int
     max_concurrency: int
+    max_agents: int
     cpu_per_agent: float
     memory_per_agent_mb: int
     load_interval: float

@@ -95,7 +95,11 @@ class Warmwire:
 
     def start(self) -> None:
         self.spawn()
-        wait_for(self.healthy, START_DEADLINE, "every service to be healthy")
+        try:
+            wait_for(self.healthy, START_DEADLINE, "every service to be healthy")
+        except BaseException:
+            self.stop()  # a system that never came up must not outlive its test
+            raise
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "supervisor", *args], cwd=REPO, env=self.env,

@@ -22,6 +22,7 @@ from services.pool_manager.backends.common import home_label
 pytestmark = pytest.mark.slow
 READY_DEADLINE = 30.0
 ANSWER_DEADLINE = 60.0
+MAX_AGENTS = 6
 FULL_MESSAGE = "Please debug this Python traceback: KeyError 'port' in parse_config() at line 42"
 
 
@@ -44,7 +45,7 @@ def system(request, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
     env.update(WARMWIRE_HOME=str(home), WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{free_port()}",
                WARMWIRE_POOL_BACKEND=request.param, WARMWIRE_POOL_MAX_CONCURRENCY="2",
-               WARMWIRE_JOBS_MAX_QUEUED="10")
+               WARMWIRE_JOBS_MAX_QUEUED="10", WARMWIRE_POOL_MAX_AGENTS=str(MAX_AGENTS))
     warmwire = Warmwire(home, env)
     warmwire.backend = request.param
     warmwire.engine = engine
@@ -171,6 +172,9 @@ def test_fifty_messages_at_once_get_replies_or_notices_and_all_are_stored(system
     assert sorted(status) == sorted(ids)
     for message_id, frame in final.items():
         assert status[message_id] == ("answered" if frame["type"] == "reply" else "refused")
+    # Fifty chats, but never more agents alive than the cap (plus the ready one that refills).
+    alive = pool(system)["pool"]
+    assert alive["warming"] + alive["ready"] + alive["idle"] + alive["busy"] <= MAX_AGENTS + 1, alive
     print(f"\n[{system.backend}] 50 at once: {kinds.count('reply')} replies, {kinds.count('busy')} busy, "
           f"{sum('queued' in k for k in notices.values())} were queued first")
 

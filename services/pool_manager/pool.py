@@ -134,6 +134,7 @@ class WarmPool:
         started = time.perf_counter()
         agent = self.sessions.get(chat)
         if agent is None:
+            self._make_room()
             if self.ready:
                 agent = self.ready.popleft()
                 agent.bind(chat)
@@ -146,6 +147,15 @@ class WarmPool:
             self.sessions[chat] = agent
             self.fill()
         return agent
+
+    def _make_room(self) -> None:
+        """Keep at most max_agents: a new chat's agent displaces the least recently used idle
+        session (busy ones are never cut short)."""
+        while len(self.agents) >= self.config.max_agents:
+            idle = [a for a in self.sessions.values() if a.state == "idle" and a.job is None and not a.backlog]
+            if not idle:
+                return
+            self.retire(min(idle, key=lambda a: a.last_used), "making room for a new chat", refill=False)
 
     def release(self, agent: Agent) -> None:
         """A job finished well: keep the agent for its chat, unless it has served enough."""
