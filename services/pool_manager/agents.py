@@ -22,6 +22,7 @@ class Agent:
         self.handle: Any = None      # the backend's container or process
         self.state = "warming"
         self.starting = False                # the backend's start call is under way
+        self.ready_timer = None              # replaces it if `ready` never comes
         self.chat: str | None = None
         self.uses = 0
         self.uses_started = False            # has it been sent a job (so bound its chat)?

@@ -105,7 +105,7 @@ class WarmPool:
             self.loop.call_later(START_RETRY_DELAY, self.fill)
             return
         self.backend.watch(agent)
-        self.loop.call_later(self.config.ready_timeout, lambda: self._check_ready(agent))
+        agent.ready_timer = self.loop.call_later(self.config.ready_timeout, lambda: self._check_ready(agent))
 
     def _check_ready(self, agent: Agent) -> None:
         if agent.state == "warming":
@@ -117,6 +117,8 @@ class WarmPool:
         """Its `ready` file arrived: hand it to its waiting chat, or to the ready queue."""
         if agent.state != "warming":
             return
+        if agent.ready_timer is not None:
+            agent.ready_timer.cancel()
         agent.ready_at = time.monotonic()
         self.cold_start_ms.append((agent.ready_at - agent.created) * 1000)
         if agent.chat is None:
@@ -134,7 +136,6 @@ class WarmPool:
         started = time.perf_counter()
         agent = self.sessions.get(chat)
         if agent is None:
-            self._make_room()
             if self.ready:
                 agent = self.ready.popleft()
                 agent.bind(chat)
@@ -145,14 +146,16 @@ class WarmPool:
                 agent = self.create(chat)
                 self.counts["cold_starts"] += 1
             self.sessions[chat] = agent
+            self._make_room(keep=agent)  # after the hand-over: housekeeping, not acquiring
             self.fill()
         return agent
 
-    def _make_room(self) -> None:
-        """Keep at most max_agents: a new chat's agent displaces the least recently used idle
-        session (busy ones are never cut short)."""
-        while len(self.agents) >= self.config.max_agents:
-            idle = [a for a in self.sessions.values() if a.state == "idle" and a.job is None and not a.backlog]
+    def _make_room(self, keep: Agent) -> None:
+        """Keep at most max_agents: a new chat's agent (``keep``) displaces the least recently
+        used idle session (busy ones are never cut short)."""
+        while len(self.agents) > self.config.max_agents:
+            idle = [a for a in self.sessions.values()
+                    if a is not keep and a.state == "idle" and a.job is None and not a.backlog]
             if not idle:
                 return
             self.retire(min(idle, key=lambda a: a.last_used), "making room for a new chat", refill=False)
