@@ -132,8 +132,9 @@ def run(system, quick: bool, progress: Callable[[str, int, int], None]) -> list[
             ratio=(percentile(old_starts, 0.5) / pool["cold_start_p50_ms"]) if old_starts else 1.0,
             target=f"p50 < {TARGETS['cold_start']:g} ms", met=pool["cold_start_p50_ms"] < TARGETS["cold_start"],
             samples=pool["created"], baseline_samples=len(old_starts), baseline_distribution=old_starts,
-            note=f"create -> signed ready file seen, in the pool-manager ({backend} backend); baseline: the "
-                 "same container compiling the runner at start (no pre-built bytecode)"
+            note=f"create -> signed ready file seen, in the live pool-manager while it serves jobs ({backend} "
+                 "backend); baseline: the same container compiling the runner at start (no pre-built "
+                 "bytecode), started one at a time on an otherwise idle engine"
                  + ("" if old_starts else "; not measured without Docker, so the row is its own baseline")),
     ]
     p50, p99 = jobs["result_to_reply_p50_ms"], jobs["result_to_reply_p99_ms"]
