@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -89,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         document = {"rows": [_json_row(row) for row in rows], "machine": about,
                     "quick": args.quick, "seconds": seconds}
-        Path(args.json).write_text(json.dumps(document, indent=2))
+        Path(args.json).write_text(json.dumps(document, indent=2, allow_nan=False))
     return 0
 
 
 def _json_row(row: Row) -> dict:
+    """The row as strict JSON: no raw samples, and null for a ratio with no finite value."""
     fields = msgspec.to_builtins(row)
     fields.pop("distribution", None)
     fields.pop("baseline_distribution", None)
-    return fields
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in fields.items()}
 
 
 if __name__ == "__main__":
