@@ -17,7 +17,7 @@ IPC_PATH_MAX = 107
 
 
 def ensure_run_dir(run_dir: Path) -> None:
-    """The ipc socket folder: created if missing, always owner-only."""
+    """A private folder (ipc sockets, data, logs): created if missing, always owner-only."""
     run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(run_dir, RUN_DIR_MODE)
 

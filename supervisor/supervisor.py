@@ -84,9 +84,9 @@ class Supervisor:
             raise AlreadyRunning(f"warmwire is already running in {self.config.home} (supervisor pid {pid})")
 
     def run(self) -> None:
-        for folder in (self.config.data_dir, self.config.log_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        ensure_run_dir(self.config.run_dir)
+        # Messages, notes and logs are the user's own: owner-only, like the socket folder.
+        for folder in (self.config.data_dir, self.config.log_dir, self.config.run_dir):
+            ensure_run_dir(folder)
         self._check_not_running()
         control = ControlServer(self.ctx, self.config.endpoint("supervisor"), self._answer)
         self.loop.add_reader(control.socket, control.on_readable)

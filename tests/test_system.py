@@ -185,6 +185,11 @@ def test_status_and_chat_commands(warmwire):
              "the router's tier counts to show the message")
 
 
+def test_data_logs_and_sockets_are_owner_only(warmwire):
+    for folder in ("data", "logs", "run"):
+        assert (warmwire.home / folder).stat().st_mode & 0o777 == 0o700, folder
+
+
 def test_status_says_when_warmwire_is_not_running(home, make_env):
     result = Warmwire(home, make_env()).cli("status")
     assert result.returncode == 1 and "not running" in result.stderr
