@@ -20,28 +20,13 @@ import psutil
 
 from . import classify, idle, inline_latency, overload, pool, routing, search, sqlite
 from .harness import System
+from .progress import progress
 from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
 ROWS = (idle.run, inline_latency.run, search.bench_rows, pool.run, sqlite.run, routing.run,
         overload.run, classify.bench_row)
-
-
-PROGRESS_WIDTH = 30
-PROGRESS_EVERY = 0.5  # seconds between redraws, so a log file gets a few lines, not thousands
-_last_drawn = {"at": 0.0}
-
-
-def progress(label: str, done: int, total: int) -> None:
-    now = time.monotonic()
-    if now - _last_drawn["at"] < PROGRESS_EVERY and done + 1 < total:
-        return
-    _last_drawn["at"] = now
-    filled = int(PROGRESS_WIDTH * (done + 1) / total) if total else PROGRESS_WIDTH
-    bar = "#" * filled + " " * (PROGRESS_WIDTH - filled)
-    end = "" if sys.stderr.isatty() else "\n"
-    print(f"\r  {label:<34} [{bar}] {done + 1}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def machine() -> dict:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from proto.metrics import percentile
 from services.router.classifier import Classifier
 from services.router.classifier.evaluate import evaluate, load_jsonl
 
@@ -30,12 +31,6 @@ TARGET_P99_US = 100.0
 NS_PER_US = 1_000
 SEED = 11
 P50, P99 = 0.50, 0.99
-
-
-def _percentile(ordered: list[int], fraction: float) -> float:
-    """Nearest-rank percentile of sorted samples."""
-    rank = max(1, -(-int(fraction * len(ordered) * 1_000_000) // 1_000_000))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def measure(clf: Classifier, texts: list[str], calls: int) -> list[int]:
@@ -55,8 +50,8 @@ def run(quick: bool) -> dict:
     heldout, dev = load_jsonl(HELDOUT), load_jsonl(DEV)
     texts = [text for text, _tier in heldout + dev]
     samples = sorted(measure(clf, texts, CALLS[quick]))
-    p50 = _percentile(samples, P50) / NS_PER_US
-    p99 = _percentile(samples, P99) / NS_PER_US
+    p50 = percentile(samples, P50) / NS_PER_US
+    p99 = percentile(samples, P99) / NS_PER_US
     report = evaluate(lambda text: clf.classify(text).tier, heldout)
     dev_report = evaluate(lambda text: clf.classify(text).tier, dev)
     print(f"classifier: loaded in {load_s * 1000:.0f} ms; {len(samples)} calls over "
@@ -81,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # The plan's old router, for the baseline column: regular expressions checked in order, the
@@ -128,3 +120,7 @@ def _time_calls(route, texts: list[str], calls: int) -> list[int]:
         route(text)
         samples.append(clock() - start)
     return samples
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,6 +28,7 @@ from proto.sockets import connect_dealer
 from supervisor.commands.status import fetch
 
 from .harness import System
+from .progress import Progress, labelled, progress
 from .stats import Row, latency_row, percentile
 
 NOTES = {False: 10_000, True: 2_000}
@@ -146,13 +147,7 @@ def summary(samples: list[float]) -> dict:
     return {"p50": percentile(samples, 0.5), "p99": percentile(samples, 0.99), "samples": len(samples)}
 
 
-def _print_progress(label: str) -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        print(f"\r  {label:<30} {done}/{total}", end="", file=sys.stderr, flush=True)
-    return show
-
-
-def run(quick: bool) -> dict:
+def run(quick: bool, show: Progress = progress) -> dict:
     rng = random.Random(SEED)
     notes = generate_notes(NOTES[quick], rng)
     queries = generate_queries(QUERIES[quick], rng)
@@ -163,18 +158,18 @@ def run(quick: bool) -> dict:
         with System(home) as system:
             endpoint = system.config.endpoint("search")
             started = time.monotonic()
-            load_notes(endpoint, notes, _print_progress("search: loading notes"))
+            load_notes(endpoint, notes, labelled(show, "search: loading notes"))
             wait_until_indexed(system)
             load_seconds = time.monotonic() - started
             measure(endpoint, warmup, 1, lambda *_: None)
-            uncached = measure(endpoint, queries, 1, _print_progress("search: uncached hybrid"))
-            cached = measure(endpoint, queries, CACHED_PASSES, _print_progress("search: cached"))
+            uncached = measure(endpoint, queries, 1, labelled(show, "search: uncached hybrid"))
+            cached = measure(endpoint, queries, CACHED_PASSES, labelled(show, "search: cached"))
             stats = search_cache_stats(system)
         with System(home, WARMWIRE_SEARCH_CACHE_SIZE="0") as baseline:
             wait_until_indexed(baseline)
             endpoint = baseline.config.endpoint("search")
             measure(endpoint, warmup, 1, lambda *_: None)
-            no_cache = measure(endpoint, queries, 2, _print_progress("search: cache off (baseline)"))
+            no_cache = measure(endpoint, queries, 2, labelled(show, "search: cache off (baseline)"))
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(file=sys.stderr)
@@ -194,7 +189,7 @@ def run(quick: bool) -> dict:
 def bench_rows(system, quick: bool, progress) -> list[Row]:
     """Rows 2 and 3 of `./run.sh bench`. They run in warmwires of their own (the baseline
     needs one with the cache off over the same notes), not in the one given."""
-    result = run(quick)
+    result = run(quick, progress)  # the runner's own bar
     raw = result["raw"]
     note = f"{result['notes']} notes, {result['queries']} queries, client to client"
     return [

@@ -1,20 +1,12 @@
-"""Percentiles and the benchmark's result rows."""
+"""The benchmark's result rows."""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import msgspec
 
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile; samples need not be sorted."""
-    ordered = sorted(samples)
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
+from proto.metrics import percentile
 
 
 class Row(msgspec.Struct):

@@ -19,6 +19,7 @@ from typing import Callable
 
 from proto.config import Pool as PoolConfig
 from proto.loop import EventLoop, Timer
+from proto.metrics import percentile
 
 from .agents import Agent
 from .ipc_reader import IpcReader
@@ -27,11 +28,6 @@ log = logging.getLogger(__name__)
 
 SAMPLES_KEPT = 1000           # acquire and cold-start times kept for status percentiles
 START_RETRY_DELAY = 2.0       # after an agent failed to start, before starting another
-
-
-def percentile(samples, fraction: float) -> float | None:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
 
 
 class WarmPool:

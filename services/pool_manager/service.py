@@ -183,7 +183,7 @@ class PoolManager:
 
     def _on_agent_lost(self, agent: Agent, why: str) -> None:
         """Jobs of a lost agent get one more try on a fresh agent, then an error."""
-        lost = [job for job in ([agent.job] if agent.job else []) + list(agent.backlog)]
+        lost = ([agent.job] if agent.job else []) + list(agent.backlog)
         agent.job = None
         agent.backlog.clear()
         for job in lost:

@@ -25,6 +25,7 @@ from proto.frames import (
     ClientOut, Codec, Job, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
 )
 from proto.loop import EventLoop
+from proto.metrics import percentile
 from proto.sockets import received
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,10 @@ class JobDispatcher:
         self.loop.add_reader(self.monitor, self._on_monitor)
 
     def stats(self) -> dict:
-        delays = sorted(self.result_to_reply_ms)
         return {"in_flight": len(self.flights) - len(self.queue), "queued": len(self.queue),
                 "max_queued": self.config.max_queued, **self.counts,
-                "result_to_reply_p50_ms": delays[len(delays) // 2] if delays else None,
-                "result_to_reply_p99_ms": delays[int(len(delays) * 0.99)] if delays else None}
+                "result_to_reply_p50_ms": percentile(self.result_to_reply_ms, 0.5),
+                "result_to_reply_p99_ms": percentile(self.result_to_reply_ms, 0.99)}
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.flights

@@ -13,7 +13,6 @@ loop (Docker: its event stream; local: a pidfd per process) — nothing polls.
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 from proto.config import Config
@@ -21,7 +20,6 @@ from proto.loop import EventLoop
 
 from .local import LocalBackend
 
-log = logging.getLogger(__name__)
 
 
 class BackendError(Exception):
