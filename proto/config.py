@@ -60,6 +60,7 @@ class Store(_Section):
     busy_timeout_ms: int
     checkpoint_after_idle: float
     wal_autocheckpoint_pages: int
+    unwritable_retry: float
 
 
 class Supervisor(_Section):

@@ -172,10 +172,13 @@ class Committed(Frame, tag="committed"):
 
 
 class StoreError(Frame, tag="store-error"):
-    """The store-writer could not commit these keys; they stay pending at the sender."""
+    """The store-writer could not commit these keys. ``unavailable``: no write can succeed
+    right now (``error`` says why: a full disk, a read-only folder); the same write may
+    succeed later."""
 
     keys: list[str]
     error: str
+    unavailable: bool = False
 
 
 class StoredNote(msgspec.Struct, gc=False, omit_defaults=True):

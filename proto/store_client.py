@@ -5,6 +5,11 @@ StoreClient. A write is kept until the store-writer's ``Committed`` frame names 
 sent again when that does not come within ``ack_timeout`` — so a store-writer killed
 mid-batch loses nothing, and because writes are keyed, a write that arrives twice is applied
 once.
+
+When the store-writer cannot write at all (a full disk, a read-only folder), it says so
+(``StoreError.unavailable``): a write made ``refusable`` (a new message, which its user can
+send again) is dropped and handed to ``on_refused``; any other write (an answer to a message
+already stored, a job's state) stays pending and is sent again until it is committed.
 """
 
 from __future__ import annotations
@@ -25,17 +30,21 @@ log = logging.getLogger(__name__)
 class StoreClient:
     def __init__(self, socket: zmq.Socket, loop: EventLoop, ack_timeout: float,
                  on_committed: Callable[[str], None],
-                 on_failed: Callable[[str, str], None]) -> None:
+                 on_failed: Callable[[str, str], None],
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
         self.socket = socket
         self.loop = loop
         self.ack_timeout = ack_timeout
         self.on_committed = on_committed
         self.on_failed = on_failed
+        self.on_refused = on_refused or on_failed
         self.codec = Codec(StoreIn)
         self.acks = Codec(StoreOut)
-        self.pending: dict[str, list[Any]] = {}  # key -> [payload, sent_at]
+        self.pending: dict[str, list[Any]] = {}  # key -> [payload, sent_at, refusable]
         self.retry_timer: Timer | None = None
         self.resends = 0
+        # Why the store-writer last said it cannot write; None once it commits again.
+        self.unavailable: str | None = None
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -46,10 +55,10 @@ class StoreClient:
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
 
-    def write(self, frame: Any) -> None:
+    def write(self, frame: Any, refusable: bool = False) -> None:
         """Send a store frame; its ``key`` is what the acknowledgement will name."""
         payload = self.codec.encode(frame)
-        self.pending[frame.key] = [payload, time.monotonic()]
+        self.pending[frame.key] = [payload, time.monotonic(), refusable]
         self._send(payload)
         if self.retry_timer is None:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)
@@ -63,12 +72,24 @@ class StoreClient:
     def on_readable(self) -> None:
         for ack in received(self.socket, self.acks, "the store-writer", log):
             for key in ack.keys:
-                if self.pending.pop(key, None) is None:
+                entry = self.pending.get(key)
+                if entry is None:
                     continue  # a second acknowledgement of a resent write
                 if isinstance(ack, Committed):
+                    del self.pending[key]
+                    self.unavailable = None
                     self.on_committed(key)
-                else:
+                elif not ack.unavailable:
+                    del self.pending[key]
                     self.on_failed(key, ack.error)
+                elif entry[2]:
+                    del self.pending[key]
+                    self.on_refused(key, ack.error)
+                elif self.unavailable is None:
+                    # Kept, and sent again by the retry timer until it can be written.
+                    self.unavailable = ack.error
+                    log.warning("the store-writer cannot write (%s); keeping writes and sending "
+                                "them again until it can", ack.error)
 
     def _retry(self) -> None:
         """Send again every write whose acknowledgement is overdue."""
@@ -78,8 +99,8 @@ class StoreClient:
         for entry in overdue:
             entry[1] = now
             self._send(entry[0])
-        if overdue:
-            self.resends += len(overdue)
+        self.resends += len(overdue)
+        if overdue and self.unavailable is None:  # an outage it explained is logged once
             log.warning("the store-writer has not acknowledged %d writes; sent them again", len(overdue))
         if self.pending:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)

@@ -27,6 +27,8 @@ from proto.service import PR_SET_PDEATHSIG
 from .probes import ControlProbe, HttpProbe
 
 log = logging.getLogger("supervisor")
+# States in which a process is alive and probed.
+PROBED = ("starting", "healthy", "degraded", "unresponsive")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def _die_with_supervisor() -> None:
 
 class ManagedProcess:
     """States: starting → healthy ⇄ unresponsive; exited → restarting → starting; failed;
-    stopping → stopped."""
+    stopping → stopped; degraded: it answers probes but reports a problem (``stats["problem"]``,
+    e.g. a store-writer that cannot write its disk), so a restart would not help."""
 
     def __init__(self, spec: ServiceSpec, config: Config, ctx: zmq.Context, loop: EventLoop) -> None:
         self.spec = spec
@@ -147,7 +150,7 @@ class ManagedProcess:
 
     def probe(self) -> None:
         """Send a probe, and act on the ones that went unanswered."""
-        if self.state not in ("starting", "healthy", "unresponsive") or not self.probing:
+        if self.state not in PROBED or not self.probing:
             return
         now = time.monotonic()
         if self.state == "starting":
@@ -157,20 +160,26 @@ class ManagedProcess:
         elif now - self.last_answer > self.config.missed_probes * self.config.probe_interval:
             self._kill_unresponsive(f"{self.config.missed_probes} probes unanswered")
             return
-        elif now - self.last_answer > self.config.probe_interval * 1.5 and self.state == "healthy":
+        elif now - self.last_answer > self.config.probe_interval * 1.5 and self.state in ("healthy", "degraded"):
             self.state = "unresponsive"
             log.warning("%s missed a health probe", self.name)
         self.prober.send()
 
     def _on_answer(self, stats: dict[str, Any]) -> None:
-        if self.state not in ("starting", "healthy", "unresponsive"):
+        if self.state not in PROBED:
             return
         now = time.monotonic()
+        problem = stats.get("problem")
         if self.state == "starting":
-            log.info("%s healthy (ready in %.2f s)", self.name, now - self.spawned_at)
+            log.info("%s %s (ready in %.2f s)", self.name, "degraded" if problem else "healthy",
+                     now - self.spawned_at)
         elif self.state == "unresponsive":
             log.info("%s answers probes again", self.name)
-        self.state = "healthy"
+        if problem and self.stats.get("problem") != problem:
+            log.error("%s degraded: %s", self.name, problem)
+        elif not problem and self.state == "degraded":
+            log.info("%s healthy again", self.name)
+        self.state = "degraded" if problem else "healthy"
         self.last_answer = now
         self.stats = stats
         if self.restarts_in_a_row and now - self.spawned_at > self.config.stable_after:

@@ -53,7 +53,7 @@ class Router:
         self.client_codec = Codec(ClientIn)
         self.inline = InlineResponder(self.stats, self._spend_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
-                                   self._on_committed, self._on_store_failed)
+                                   self._on_committed, self._on_store_failed, self._on_store_refused)
         self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist)
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
         # Messages waiting for the search-cache: message id -> clients to answer.
@@ -242,7 +242,9 @@ class Router:
                 then: Callable[[], None] | None = None) -> None:
         """Store a frame; once committed, send ``answer`` to the clients and run ``then``."""
         self.waiting[frame.key] = (answer, clients, then)
-        self.storage.write(frame)
+        # A new message may be refused when nothing can be stored (its user is told to send it
+        # again); an answer to a message already stored is kept until it is.
+        self.storage.write(frame, refusable=isinstance(frame, SaveExchange))
 
     def _on_committed(self, key: str) -> None:
         answer, clients, then = self.waiting.pop(key)
@@ -256,11 +258,20 @@ class Router:
 
     def _on_store_failed(self, key: str, error: str) -> None:
         log.error("the store-writer could not store %s: %s", key, error)
+        self._tell_not_stored(key, "error", "your message could not be stored; please send it again later")
+
+    def _on_store_refused(self, key: str, error: str) -> None:
+        """Nothing can be stored now (the store-writer logged why, once): each user is told."""
+        self.counts["refused_unstorable"] += 1
+        retry = self.config.busy_retry_after
+        self._tell_not_stored(key, "unavailable", f"your message was not stored because {error}; "
+                              f"it was not accepted, please send it again in {retry:g} s", retry)
+
+    def _tell_not_stored(self, key: str, kind: str, text: str, retry_after: float | None = None) -> None:
         answer, clients, _ = self.waiting.pop(key)
         message_id = key.split("#", 1)[0]
         for identity in clients:
-            self._send(identity, Notice(id=message_id, kind="error",
-                                        text="your message could not be stored; please send it again later"))
+            self._send(identity, Notice(id=message_id, kind=kind, text=text, retry_after=retry_after))
         if self.on_drained is not None and not self.waiting:
             self._finish_drain()
 

@@ -5,14 +5,17 @@ from proto.loop import EventLoop
 from proto.service import run_service
 from proto.sockets import bind_router
 
-from .database import open_writer
+from .database import WriterFile
 from .service import StoreWriter
 
 
 def build(config: Config, ctx, loop: EventLoop) -> StoreWriter:
-    conn = open_writer(config.database, config.store.busy_timeout_ms, config.store.wal_autocheckpoint_pages)
+    file = WriterFile(config.database, config.store.busy_timeout_ms, config.store.wal_autocheckpoint_pages)
     socket = bind_router(ctx, config.endpoint("store"))
-    writer = StoreWriter(conn, socket, config.store.batch_max, loop, config.store.checkpoint_after_idle)
+    # The database is opened by the writer: one it cannot write (a full disk, a read-only
+    # folder) leaves it serving and saying so, instead of exiting into a restart loop.
+    writer = StoreWriter(None, socket, config.store.batch_max, loop, config.store.checkpoint_after_idle,
+                         file=file, retry_interval=config.store.unwritable_retry)
     loop.add_reader(socket, writer.on_readable)
     return writer
 

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from proto.db import SCHEMA
 from proto.frames import Notice, Reply, SaveAnswer, SaveExchange, SaveJob, SaveNote, SaveUsage
+
+
+@dataclass(frozen=True)
+class WriterFile:
+    """The database file and how to open it for writing (again, after it could not be)."""
+
+    path: Path
+    busy_timeout_ms: int
+    wal_autocheckpoint_pages: int = 1000
+
+    def open(self) -> sqlite3.Connection:
+        return open_writer(self.path, self.busy_timeout_ms, self.wal_autocheckpoint_pages)
 
 
 def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000) -> sqlite3.Connection:
@@ -24,6 +38,51 @@ def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int 
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
     return conn
+
+
+# SQLite's primary result codes that mean no write can succeed right now, whatever it is:
+# the fault is the disk's or the folder's, not the frame's.
+UNWRITABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
+                    sqlite3.SQLITE_CANTOPEN}
+
+
+def unwritable_reason(path: Path, exc: BaseException) -> str | None:
+    """Why the database cannot be written at all, in words for its users (no path: the log
+    line has it); None when the error is the write's own (a constraint, a bad value)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and (code is None or code & 0xFF not in UNWRITABLE_CODES):
+        return None
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return "the disk is full"
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "the data folder is read-only"
+    except OSError:
+        pass
+    for target in (path.parent, path, path.with_name(path.name + "-wal")):
+        if target.exists() and not os.access(target, os.W_OK):
+            return "the data folder is read-only"
+    return "the disk reports an error"
+
+
+def probe_write(conn: sqlite3.Connection) -> None:
+    """The smallest write that reaches the disk (page 1 into the WAL), to learn whether the
+    database can be written again; raises like any write."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version={int(version)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: after a full disk or an I/O error SQLite may
+    have rolled it back itself, and a second ROLLBACK would hide the real error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -13,42 +13,59 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 import zmq
 
 from proto.frames import Codec, Committed, StoreError, StoreIn, StoreOut
-from proto.loop import EventLoop
+from proto.loop import EventLoop, Timer
 
-from .database import WRITES, checkpoint
+from .database import WRITES, WriterFile, checkpoint, probe_write, rollback, unwritable_reason
 
 log = logging.getLogger("store-writer")
 
 
 class StoreWriter:
-    def __init__(self, conn: sqlite3.Connection, socket: zmq.Socket, batch_max: int,
-                 loop: EventLoop, checkpoint_after_idle: float) -> None:
+    """``conn`` may be None when the database could not be opened at start (``file`` says how
+    to open it again): the writer then serves, refusing writes, until it can."""
+
+    def __init__(self, conn: sqlite3.Connection | None, socket: zmq.Socket, batch_max: int,
+                 loop: EventLoop, checkpoint_after_idle: float, *, file: WriterFile | None = None,
+                 retry_interval: float = 1.0) -> None:
         self.conn = conn
+        self.file = file
+        self.path = file.path if file is not None else Path(conn.execute("PRAGMA database_list").fetchone()[2])
         self.socket = socket
         self.batch_max = batch_max
         self.loop = loop
         self.checkpoint_after_idle = checkpoint_after_idle
+        self.retry_interval = retry_interval
         self.checkpoint_timer = None
         self.last_commit = 0.0
         self.decoder = Codec(StoreIn)
         self.encoder = Codec(StoreOut)
         self.state = "serving"
+        # Why no write can succeed right now (disk full, read-only); None while writes work.
+        self.unwritable: str | None = None
+        self.retry_timer: Timer | None = None
         self.committed = 0
         self.batches = 0
         self.rejected = 0
         self.failed = 0
+        self.refused = 0
         self.checkpoints = 0
+        if conn is None:
+            self._reopen()
 
     def stats(self) -> dict[str, Any]:
-        return {"committed": self.committed, "batches": self.batches,
-                "rejected_frames": self.rejected, "failed_writes": self.failed,
-                "checkpoints": self.checkpoints}
+        stats = {"committed": self.committed, "batches": self.batches,
+                 "rejected_frames": self.rejected, "failed_writes": self.failed,
+                 "refused_writes": self.refused, "checkpoints": self.checkpoints}
+        if self.unwritable is not None:
+            stats["problem"] = f"cannot write the database: {self.unwritable}"
+        return stats
 
     def _receive_batch(self) -> list[tuple[bytes, Any]]:
         batch = []
@@ -73,10 +90,10 @@ class StoreWriter:
         try:
             for frame in frames:
                 WRITES[type(frame)](self.conn, frame)
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            rollback(self.conn)
             raise
-        self.conn.execute("COMMIT")
 
     def on_readable(self) -> None:
         """Commit everything waiting (up to batch_max per transaction) and acknowledge it."""
@@ -84,11 +101,20 @@ class StoreWriter:
             done: dict[bytes, list[str]] = defaultdict(list)
             failed: dict[bytes, list[str]] = defaultdict(list)
             errors: dict[bytes, str] = {}
+            if self.conn is None:
+                self._reopen()
+                if self.conn is None:
+                    self._refuse(batch)
+                    continue
             try:
                 self._commit([frame for _, frame in batch])
                 for peer, frame in batch:
                     done[peer].append(frame.key)
+                self._writable_again()
             except sqlite3.Error as exc:
+                if self._cannot_write(exc):
+                    self._refuse(batch)
+                    continue
                 # Find the frames that fail on their own; the rest still commit.
                 log.error("batch of %d failed (%s); committing one by one", len(batch), exc)
                 for peer, frame in batch:
@@ -110,6 +136,62 @@ class StoreWriter:
             if self.checkpoint_timer is None:
                 self.checkpoint_timer = self.loop.call_later(self.checkpoint_after_idle, self._checkpoint_when_idle)
 
+    # -- a disk that cannot be written (full, read-only) ---------------------------------
+    def _cannot_write(self, exc: BaseException) -> bool:
+        """True when no write can succeed now. The first time, one log line says why, and a
+        timer starts trying again; writes are refused meanwhile, not logged one by one."""
+        reason = unwritable_reason(self.path, exc)
+        if reason is None:
+            return False
+        if self.unwritable is None:
+            log.error("cannot write the database %s: %s (%s); refusing writes until it can be "
+                      "written again (trying every %g s)", self.path, reason, exc, self.retry_interval)
+        self.unwritable = reason
+        if self.retry_timer is None:
+            self.retry_timer = self.loop.call_later(self.retry_interval, self._try_again)
+        return True
+
+    def _refuse(self, batch: list[tuple[bytes, Any]]) -> None:
+        """Tell every sender its writes were not committed, and why; senders keep or drop
+        them (a new message is refused to its user, an answer to one is sent again)."""
+        refused: dict[bytes, list[str]] = defaultdict(list)
+        for peer, frame in batch:
+            refused[peer].append(frame.key)
+        self.refused += len(batch)
+        for peer, keys in refused.items():
+            self._send(peer, StoreError(keys=keys, error=self.unwritable, unavailable=True))
+
+    def _reopen(self) -> None:
+        assert self.file is not None, "no database connection and no file to open"
+        try:
+            self.conn = self.file.open()
+        except (sqlite3.Error, OSError) as exc:
+            if not self._cannot_write(exc):
+                raise
+
+    def _try_again(self) -> None:
+        """While the database cannot be written: open it or make the smallest write."""
+        self.retry_timer = None
+        if self.conn is None:
+            self._reopen()
+            if self.conn is None:
+                return
+        try:
+            probe_write(self.conn)
+        except sqlite3.Error as exc:
+            self._cannot_write(exc)
+            return
+        self._writable_again()
+
+    def _writable_again(self) -> None:
+        if self.unwritable is None:
+            return
+        log.info("the database can be written again; writes resume (%d refused meanwhile)", self.refused)
+        self.unwritable = None
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+
     def _checkpoint_when_idle(self) -> None:
         """Checkpoint once writes have paused, so its fsync never sits in a round trip."""
         resume_at = self.last_commit + self.checkpoint_after_idle
@@ -117,11 +199,14 @@ class StoreWriter:
             self.checkpoint_timer = self.loop.call_at(resume_at, self._checkpoint_when_idle)
             return
         self.checkpoint_timer = None
+        if self.conn is None:
+            return
         try:
             checkpoint(self.conn)
             self.checkpoints += 1
         except sqlite3.Error as exc:
-            log.error("checkpoint failed: %s", exc)
+            if not self._cannot_write(exc):
+                log.error("checkpoint failed: %s", exc)
 
     def _send(self, peer: bytes, frame: Committed | StoreError) -> None:
         try:
@@ -133,6 +218,9 @@ class StoreWriter:
     def drain(self, done: Callable[[], None]) -> None:
         """Commit what has already arrived, then close the database."""
         self.state = "draining"
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
         self.on_readable()
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
         done()

@@ -1,0 +1,135 @@
+"""Fault injection, the environment: the database's disk fills up, the data folder turns
+read-only. Real mounts (a small tmpfs, an ext4 image on a loop device), real processes.
+
+Users must get a clear notice (never silence), the store-writer one clear log line (not one
+per message), nothing committed may be lost, and writes resume on their own once the disk
+can be written again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ANSWER_DEADLINE, START_DEADLINE, Client, Warmwire, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")]
+
+# Big enough for the schema, chroma's empty collection and a few hundred messages.
+DATA_MOUNT_SIZE = "24m"
+# How many messages may still fit (the WAL reuses its pages) before the disk-full notice.
+FILL_ATTEMPTS = 3000
+RECOVERY_DEADLINE = 15.0
+
+
+def run(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *mount_args: str):
+    """Mount something on target; unmount (lazily, if something still holds it) at the end."""
+    target.mkdir(mode=0o700, exist_ok=True)
+    run("mount", *mount_args, str(target))
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the filesystem has no space left."""
+    filler = folder / "filler"
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb", buffering=0) as out:
+        for size in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    out.write(chunk[:size])
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+class Tally:
+    """Every message sent and what came back, to report and to check that nothing is lost."""
+
+    def __init__(self, system: Warmwire) -> None:
+        self.system = system
+        self.client = system.client()
+        self.answers: dict[str, dict] = {}
+        self.kinds: Counter[str] = Counter()
+
+    def ask(self, text: str = "thanks!") -> dict:
+        frame = self.client.ask(text, chat="faults-env", id=uuid.uuid4().hex)
+        self.answers[frame["id"]] = frame
+        self.kinds[frame["type"] if frame["type"] == "reply" else f"notice:{frame['kind']}"] += 1
+        return frame
+
+    def replied(self) -> set[str]:
+        return {id for id, frame in self.answers.items() if frame["type"] == "reply"}
+
+    def stored(self) -> set[str]:
+        with self.system.db() as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            return {row[0] for row in db.execute("SELECT id FROM messages WHERE chat = 'faults-env'")}
+
+    def lost(self) -> set[str]:
+        """Replied to, yet not in the database."""
+        return self.replied() - self.stored()
+
+    def figures(self) -> str:
+        return (f"sent={len(self.answers)} replies={self.kinds['reply']} "
+                + " ".join(f"{k}={v}" for k, v in sorted(self.kinds.items()) if k != "reply")
+                + f" lost={len(self.lost())}")
+
+
+def store_writer_log(system: Warmwire) -> str:
+    return (system.home / "logs" / "store-writer.log").read_text(errors="replace")
+
+
+def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(home, make_env):
+    with mounted(home / "data", "-t", "tmpfs", "-o", f"size={DATA_MOUNT_SIZE},mode=0700", "tmpfs"):
+        system = Warmwire(home, make_env())
+        system.start()
+        try:
+            tally = Tally(system)
+            for _ in range(20):
+                assert tally.ask()["type"] == "reply"
+            filler = fill(home / "data")
+            # The WAL reuses pages it already has, so a few messages may still be stored.
+            for _ in range(FILL_ATTEMPTS):
+                if tally.ask()["type"] != "reply":
+                    break
+            refused = tally.ask()
+            assert refused["type"] == "notice" and refused["kind"] == "unavailable", refused
+            assert "disk is full" in refused["text"] and refused["retry_after"] > 0, refused
+            # The router stays up and keeps answering, with the same notice.
+            for _ in range(30):
+                frame = tally.ask("hello")
+                assert frame["type"] == "notice" and "disk is full" in frame["text"], frame
+            lines = [l for l in store_writer_log(system).splitlines() if "disk is full" in l]
+            assert len(lines) == 1 and "store-writer ERROR" in lines[0], lines
+            assert not tally.lost()
+            assert tally.stored().isdisjoint(set(tally.answers) - tally.replied())  # refused = not stored
+
+            filler.unlink()
+            wait_for(lambda: tally.ask()["type"] == "reply", RECOVERY_DEADLINE,
+                     "writes to resume once space returned")
+            for _ in range(10):
+                assert tally.ask()["type"] == "reply"
+            assert "writes resume" in store_writer_log(system)
+            wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy again")
+            assert system.service("store-writer")["restarts"] == 0
+            assert not tally.lost()
+            print(f"\n[faults-env] disk full: {tally.figures()}")
+        finally:
+            system.stop()
