@@ -137,6 +137,8 @@ class Pool(_Section):
     ready_timeout: float
     job_timeout: float
     sweep_interval: float
+    max_agent_files: int
+    max_file_mb: int
     memory: str
     pids: int
     cpus: float

@@ -378,6 +378,17 @@ PoolIn = Job
 PoolOut = Union[JobProgress, JobResult]
 
 
+# msgspec raises these two outside its DecodeError; the decoders turn them into one.
+TOO_DEEP = "frame nests too deeply"
+NOT_UTF8 = "frame holds a string that is not valid UTF-8"
+# msgspec quotes a bad value whole; a reason sent back or logged stays this short.
+MAX_REASON_CHARS = 200
+
+
+def shorten(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
 class Codec:
     """One encoder and one decoder per frame family, made once per process and reused."""
 
@@ -389,13 +400,28 @@ class Codec:
         return self.encoder.encode(frame)
 
     def decode(self, data: bytes | memoryview) -> Any:
-        return self.decoder.decode(data)
+        """The frame, or msgspec.DecodeError for any bad input (the only rejection type)."""
+        try:
+            return self.decoder.decode(data)
+        except RecursionError:
+            # A 1 kB frame of nested arrays reaches Python's recursion limit inside msgspec.
+            raise msgspec.DecodeError(TOO_DEEP) from None
+        except UnicodeDecodeError:
+            raise msgspec.DecodeError(NOT_UTF8) from None
+        except msgspec.DecodeError as error:
+            if len(str(error)) <= MAX_REASON_CHARS:
+                raise
+            raise type(error)(shorten(str(error))) from None
 
 
 def describe_decode_error(data: bytes | memoryview, error: msgspec.DecodeError) -> tuple[str, str]:
     """(message id if one can be read, a user-facing reason) for a frame that failed to decode."""
     try:
         loose = msgspec.msgpack.decode(data)
+    except RecursionError:
+        return "", TOO_DEEP
+    except UnicodeDecodeError:
+        return "", NOT_UTF8
     except msgspec.DecodeError:
         return "", "frame is not valid MessagePack"
     if not isinstance(loose, dict):
@@ -405,5 +431,5 @@ def describe_decode_error(data: bytes | memoryview, error: msgspec.DecodeError) 
     if frame_type is None:
         return frame_id, "frame has no 'type' field"
     if frame_type != "chat":
-        return frame_id, f"unknown frame type {frame_type!r}; clients send type 'chat'"
+        return frame_id, f"unknown frame type {shorten(repr(frame_type))}; clients send type 'chat'"
     return frame_id, f"invalid chat frame: {error}"

@@ -39,6 +39,9 @@ FORMAT_VERSION = 1
 SIGN_DOMAIN = b"warmwire-ipc-v1\n"  # so a signature can never be replayed for another format
 MAX_FILE_BYTES = 1 << 20            # roomy for a job with knowledge context; caps a hostile agent
 KEY_BYTES = 32
+MAX_SEQ = 10 ** 10 - 1              # what a file name's 10 digits hold
+MAX_TS = 1e11                       # seconds since the epoch; beyond is not a time (and an
+                                    # int this large or larger cannot even become a float)
 SIG_HEX_LEN = 64
 
 HOST_KINDS = frozenset({"job", "stop"})
@@ -107,6 +110,10 @@ class BadSignature(IpcError):
 
 class WrongChat(IpcError):
     """A valid message for another chat than the one expected."""
+
+
+class Flooding(IpcError):
+    """The agent made more entries in its IPC area than the reader has consumed, by a cap."""
 
 
 # ---------------------------------------------------------------- the key
@@ -211,14 +218,15 @@ def decode(data: bytes, secret: Secret, expected_chat, *, name: str = "<bytes>",
     # Signed by the key holder from here on; still check shapes so callers can trust types.
     if set(obj) != FIELDS - {"sig"}:
         raise Malformed(f"{where}: fields are not {sorted(FIELDS)}")
-    if obj["v"] != FORMAT_VERSION:
+    if type(obj["v"]) is not int or obj["v"] != FORMAT_VERSION:
         raise Malformed(f"{where}: unsupported format version")
     kind, chat, job, seq, ts, payload = (obj[k] for k in
                                          ("kind", "chat", "job", "seq", "ts", "payload"))
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:  # a list or dict is not even hashable
         raise Malformed(f"{where}: kind not allowed here")
     if not (isinstance(chat, str) and isinstance(job, str) and isinstance(payload, dict)
-            and type(seq) is int and seq >= 0 and type(ts) in (int, float)):
+            and type(seq) is int and 0 <= seq <= MAX_SEQ
+            and type(ts) in (int, float) and -MAX_TS <= ts <= MAX_TS):
         raise Malformed(f"{where}: field types are wrong")
     if expected_chat is not ANY_CHAT and chat != expected_chat:
         raise WrongChat(f"{where}: message is for another chat")
@@ -321,6 +329,20 @@ def parse(path, secret: Secret, expected_chat, folder, *, max_bytes: int = MAX_F
 verify = parse
 
 
+def count_entries(folder, limit: int) -> int:
+    """Entries in a folder, counted up to limit + 1 only: a flooded folder costs no more."""
+    count = 0
+    try:
+        with os.scandir(folder) as entries:
+            for _ in entries:
+                count += 1
+                if count > limit:
+                    break
+    except OSError:
+        pass  # gone or swapped: the reader rejects it when it reads from it
+    return count
+
+
 def pending(folder) -> list[str]:
     """Complete message files in a folder, oldest sequence number first."""
     try:
@@ -332,8 +354,11 @@ def pending(folder) -> list[str]:
 
 def remove(folder, name: str) -> bool:
     """Delete a consumed file (through the folder fd, so a swapped folder cannot redirect).
-    False when it cannot be removed (a directory, a permission problem)."""
-    dfd = _open_dir(folder)
+    False when it cannot be removed (a directory, a permission problem, a swapped folder)."""
+    try:
+        dfd = _open_dir(folder)
+    except OutsideFolder:
+        return False
     try:
         os.unlink(_child_name(name, folder), dir_fd=dfd)
     except FileNotFoundError:

@@ -129,9 +129,12 @@ def test_unsigned_and_out_of_folder_ipc_files_are_rejected(system, tmp_path):
     out = ready_agent_folder(system)
     (out / ".unsigned.tmp").write_text('{"kind": "result", "chat": "", "job": "x", "payload": {}}')
     os.rename(out / ".unsigned.tmp", out / "0000009999-result.json")
+    wait_for(lambda: pool(system)["ipc"]["rejected"] >= before + 1, 10, "the unsigned file to be rejected")
+    # An agent that broke the protocol is replaced at once: the symlink goes to its successor.
+    wait_for(lambda: not out.exists(), 10, "the offending agent's folder to be removed")
     outside = tmp_path / "host-secret.json"
     outside.write_text("{}")
-    os.symlink(outside, out / "0000009998-result.json")
+    os.symlink(outside, ready_agent_folder(system) / "0000009998-result.json")
     wait_for(lambda: pool(system)["ipc"]["rejected"] >= before + 2, 10, "both files to be rejected")
     assert outside.exists()  # the symlink was removed, not followed
     wait_for(lambda: "0000009999-result.json: unsigned" in system.logs()

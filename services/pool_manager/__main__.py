@@ -23,8 +23,8 @@ def build(config: Config, ctx, loop: EventLoop) -> PoolManager:
     storage = connect_dealer(ctx, config.endpoint("store"))
     manager: PoolManager | None = None
 
-    def on_exit(agent_id: str) -> None:
-        manager.pool.agent_exited(agent_id)
+    def on_exit(agent_id: str, why: str) -> None:
+        manager.pool.agent_exited(agent_id, why)
 
     backend, note = backends.choose(config, loop, on_exit)
     manager = PoolManager(config, socket, storage, loop, backend, note,

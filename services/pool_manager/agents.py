@@ -32,6 +32,10 @@ class Agent:
         self.job: Job | None = None          # the job it is running
         self.backlog: deque[Job] = deque()   # this chat's jobs waiting for it
         self.writer: ipc.Writer | None = None
+        # Counted by the IPC reader, to catch an agent that floods or writes where it may not.
+        self.entries = 0                     # files made in out/ and not consumed yet
+        self.entries_in = 0                  # entries made in in/ (the host's own among them)
+        self.files_sent = 0                  # files the host wrote into in/
 
     @property
     def expected_chat(self) -> str:
@@ -45,15 +49,9 @@ class Agent:
 
     def send_job(self, payload: dict, job_id: str) -> None:
         assert self.writer is not None, "bind the agent to a chat first"
+        self.files_sent += 1  # before the write: its inotify event must find it counted
         self.writer.write("job", job_id, payload)
         self.uses_started = True
-
-    def send_stop(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.write("stop", "", {})
-            except OSError:
-                pass  # the folder is already gone: the container is being removed anyway
 
     def discard_files(self) -> None:
         """Remove the IPC area (the key file with it)."""

@@ -3,6 +3,12 @@
 The kernel wakes the reader when a file is renamed into place; nothing polls. When the
 kernel's event queue overflows, every folder is rescanned. A sweep of all folders runs at
 most once per ``sweep_interval`` as a safety net, and only while agents exist.
+
+An agent can write anywhere in its IPC area (ipc/, in/ and out/ are all on its mount), so
+the reader watches all three and rejects, as a broken protocol: a folder made anywhere, any
+entry in ipc/ itself, an entry in in/ the host did not write, out/ removed or replaced, and
+more than ``max_entries`` files in out/ not yet consumed (a flood). The agent is then
+replaced and its area deleted, so neither its disk use nor a flood of files outlives it.
 """
 
 from __future__ import annotations
@@ -23,38 +29,49 @@ log = logging.getLogger(__name__)
 # CREATE is watched only to catch what is never written: symlinks, FIFOs, folders.
 WATCH_MASK = (inotify_simple.flags.MOVED_TO | inotify_simple.flags.CLOSE_WRITE
               | inotify_simple.flags.CREATE)
+# In ipc/ and in/, only what appears there matters.
+ENTRY_MASK = inotify_simple.flags.MOVED_TO | inotify_simple.flags.CREATE
 CREATE = inotify_simple.flags.CREATE
+ISDIR = inotify_simple.flags.ISDIR
+IGNORED = inotify_simple.flags.IGNORED
 OVERFLOW = inotify_simple.flags.Q_OVERFLOW
+OUT, IN, ROOT = "out", "in", "root"
 # Files taken from one agent per wake-up, so a flooding agent cannot starve the others.
 FILES_PER_AGENT_PER_WAKE = 64
 
 
 class IpcReader:
-    def __init__(self, loop: EventLoop, sweep_interval: float,
+    def __init__(self, loop: EventLoop, sweep_interval: float, max_entries: int,
                  on_message: Callable[[object, ipc.Message], None],
-                 on_rejected: Callable[[object, ipc.IpcError], None]) -> None:
+                 on_rejected: Callable[[object, ipc.IpcError], None],
+                 on_sweep: Callable[[object], None]) -> None:
         self.loop = loop
         self.sweep_interval = sweep_interval
+        self.max_entries = max_entries
         self.on_message = on_message
         self.on_rejected = on_rejected
+        self.on_sweep = on_sweep
         self.notify = inotify_simple.INotify()
-        self.agents: dict[int, object] = {}   # watch descriptor -> agent
-        self.watches: dict[str, int] = {}     # agent id -> watch descriptor
+        self.agents: dict[int, tuple[object, str]] = {}  # watch descriptor -> (agent, which folder)
+        self.watches: dict[str, list[int]] = {}          # agent id -> its watch descriptors
         self.sweep_timer = None
         self.counts = {"files": 0, "rejected": 0, "overflows": 0, "sweeps": 0}
         loop.add_reader(self.notify.fileno(), self.on_readable)
 
     def watch(self, agent) -> None:
         """Watch before the agent starts, so its `ready` file cannot be missed."""
-        wd = self.notify.add_watch(str(agent.layout.from_agent), WATCH_MASK)
-        self.agents[wd] = agent
-        self.watches[agent.id] = wd
+        lay = agent.layout
+        wds = [self.notify.add_watch(str(lay.from_agent), WATCH_MASK),
+               self.notify.add_watch(str(lay.to_agent), ENTRY_MASK),
+               self.notify.add_watch(str(lay.ipc_dir), ENTRY_MASK)]
+        for wd, where in zip(wds, (OUT, IN, ROOT)):
+            self.agents[wd] = (agent, where)
+        self.watches[agent.id] = wds
         if self.sweep_timer is None:
             self.sweep_timer = self.loop.call_later(self.sweep_interval, self._sweep)
 
     def unwatch(self, agent) -> None:
-        wd = self.watches.pop(agent.id, None)
-        if wd is not None:
+        for wd in self.watches.pop(agent.id, []):
             self.agents.pop(wd, None)
             try:
                 self.notify.rm_watch(wd)
@@ -69,12 +86,44 @@ class IpcReader:
             self.rescan()
             return
         for event in events:
-            agent = self.agents.get(event.wd)
-            if agent is None or not ipc.is_candidate(event.name):
+            watched = self.agents.get(event.wd)
+            if watched is None:
+                continue  # unwatched meanwhile (an earlier event retired its agent)
+            agent, where = watched
+            broken = self._broken(agent, where, event)
+            if broken:
+                self.counts["rejected"] += 1
+                self.on_rejected(agent, broken)
+                continue
+            if where != OUT or not ipc.is_candidate(event.name):
                 continue
             if event.mask & CREATE and self._is_regular(agent, event.name):
                 continue  # being written: its CLOSE_WRITE or MOVED_TO follows
             self.consume(agent, event.name)
+
+    def _broken(self, agent, where: str, event) -> ipc.IpcError | None:
+        """What an event shows the agent did against the protocol, if anything."""
+        shown = ipc.safe_name(event.name, agent.secret)
+        if event.mask & IGNORED:
+            return ipc.OutsideFolder(f"ipc folder {where}/ was removed or replaced")
+        if event.mask & ISDIR:
+            return ipc.OutsideFolder(f"ipc entry {where}/{shown}: made a folder")
+        if where == ROOT:
+            return ipc.OutsideFolder(f"ipc entry {shown}: written beside in/ and out/")
+        if not event.mask & CREATE:
+            return None
+        if where == IN:
+            agent.entries_in += 1
+            if agent.entries_in > agent.files_sent:
+                return ipc.OutsideFolder(f"ipc entry in/{shown}: the host did not write it")
+            return None
+        agent.entries += 1
+        return self._flooded(agent, agent.entries)
+
+    def _flooded(self, agent, entries: int) -> ipc.IpcError | None:
+        if entries <= self.max_entries:
+            return None
+        return ipc.Flooding(f"ipc folder out/ holds over {self.max_entries} unread entries")
 
     @staticmethod
     def _is_regular(agent, name: str) -> bool:
@@ -83,12 +132,22 @@ class IpcReader:
         except OSError:
             return True  # gone already: nothing to do
 
+    def watched_agents(self) -> list:
+        return list({id(agent): agent for agent, _ in self.agents.values()}.values())
+
     def rescan(self) -> None:
-        for agent in list(self.agents.values()):
+        for agent in self.watched_agents():
             self.scan(agent)
 
     def scan(self, agent) -> None:
-        """Read the files waiting in one agent's folder (oldest first)."""
+        """Read the files waiting in one agent's folder (oldest first). Events may have been
+        lost, so the entries are counted again (up to the cap only, however many there are)."""
+        agent.entries = ipc.count_entries(agent.layout.from_agent, self.max_entries)
+        flooded = self._flooded(agent, agent.entries)
+        if flooded:
+            self.counts["rejected"] += 1
+            self.on_rejected(agent, flooded)
+            return
         for name in ipc.pending(agent.layout.from_agent)[:FILES_PER_AGENT_PER_WAKE]:
             if agent.id not in self.watches:
                 return  # the agent was retired by an earlier file
@@ -107,6 +166,7 @@ class IpcReader:
             self.on_rejected(agent, exc)
             return
         ipc.remove(folder, name)
+        agent.entries -= 1
         self.counts["files"] += 1
         self.on_message(agent, message)
 
@@ -115,5 +175,7 @@ class IpcReader:
         if not self.agents:
             return  # idle: nothing to sweep, and no timer until an agent exists again
         self.counts["sweeps"] += 1
+        for agent in self.watched_agents():
+            self.on_sweep(agent)
         self.rescan()
         self.sweep_timer = self.loop.call_later(self.sweep_interval, self._sweep)

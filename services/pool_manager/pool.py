@@ -20,6 +20,7 @@ from typing import Callable
 from proto.config import Pool as PoolConfig
 from proto.loop import EventLoop, Timer
 from proto.metrics import percentile
+from proto.sockets import ensure_run_dir
 
 from .agents import Agent
 from .ipc_reader import IpcReader
@@ -57,7 +58,7 @@ class WarmPool:
 
     # -- creating ----------------------------------------------------------------------
     def start(self) -> None:
-        self.agents_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_run_dir(self.agents_dir)  # every agent's key and IPC files: owner-only
         left = self.backend.remove_leftovers()
         if left:
             log.warning("removed %d agent containers left by an earlier run", left)
@@ -186,26 +187,29 @@ class WarmPool:
             self.fill()
 
     def _remove(self, agent: Agent) -> None:
-        self.loop.run_in_thread(lambda: self.backend.stop(agent), lambda *_: self._removed(agent))
+        def remove() -> None:  # in a worker: a flooded IPC area takes a while to delete
+            self.backend.stop(agent)
+            agent.discard_files()
+        self.loop.run_in_thread(remove, lambda *_: self._removed(agent))
 
     def _removed(self, agent: Agent) -> None:
-        agent.discard_files()
         self.removing -= 1
         if self.stopping and not self.removing and self.on_stopped is not None:
             done, self.on_stopped = self.on_stopped, None
             done()
 
-    def agent_exited(self, agent_id: str) -> None:
-        """The backend saw an agent exit that we did not retire: replace it."""
+    def agent_exited(self, agent_id: str, why: str = "exited") -> None:
+        """The backend saw an agent exit, or run out of memory or processes, and we did not
+        retire it: replace it."""
         agent = self.agents.get(agent_id)
         if agent is None or agent.state == "retired":
             return
         self.counts["lost"] += 1
         never_ready = agent.state == "warming"
-        log.warning("agent %s exited unexpectedly%s; replacing it", agent_id,
+        log.warning("agent %s %s unexpectedly%s; replacing it", agent_id, why,
                     " before it was ready" if never_ready else "")
         # An agent that dies at start would die again at once: wait before the next one.
-        self.retire(agent, "exited", refill=not never_ready)
+        self.retire(agent, why, refill=not never_ready)
         if never_ready:
             self.loop.call_later(START_RETRY_DELAY, self.fill)
         self.on_lost(agent, "the agent stopped")

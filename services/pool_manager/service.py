@@ -31,8 +31,17 @@ log = logging.getLogger(__name__)
 # A job is tried on a second agent when its first one is lost mid-job; then it fails.
 MAX_ATTEMPTS = 2
 PER_MILLION = 1_000_000
-# Rejections that show an agent acting against the protocol: it is replaced, not trusted.
-HOSTILE = (ipc.BadSignature, ipc.WrongChat, ipc.OutsideFolder, ipc.SymlinkRejected)
+# Token counts an agent reports are believed only within this range (SQLite's integers).
+MAX_TOKENS = 2 ** 63 - 1
+
+
+def _tokens(usage: dict, *names: str) -> int:
+    """A token count from an agent's usage report: the first plausible one, else 0."""
+    for name in names:
+        value = usage.get(name)
+        if type(value) is int and 0 < value <= MAX_TOKENS:
+            return value
+    return 0
 
 
 class ActiveJob:
@@ -57,7 +66,8 @@ class PoolManager:
         self.backend_note = backend_note
         self.codec = Codec(PoolIn)
         self.out = Codec(PoolOut)
-        self.reader = IpcReader(loop, config.pool.sweep_interval, self._on_agent_message, self._on_rejected)
+        self.reader = IpcReader(loop, config.pool.sweep_interval, config.pool.max_agent_files,
+                                self._on_agent_message, self._on_rejected, self._check_limits)
         self.pool = WarmPool(config.pool, backend, self.reader, loop, config.home / "agents",
                              name_prefix, self._on_agent_ready, self._on_agent_lost)
         self.limit = ConcurrencyLimit(config.pool.max_concurrency, config.pool.cpu_per_agent,
@@ -176,10 +186,19 @@ class PoolManager:
             self._finish(active, error=str(message.payload.get("error", "the agent failed")))
 
     def _on_rejected(self, agent: Agent, error: ipc.IpcError) -> None:
+        """The runner writes only signed, well-formed files: anything else means the agent is
+        broken or hostile, so it is replaced at once (one log line, however much it writes)."""
+        if agent.state == "retired":
+            return
         log.warning("rejected a file from agent %s: %s", agent.id, error)
-        if isinstance(error, HOSTILE) and agent.state != "retired":
-            self.pool.retire(agent, f"broke the IPC protocol ({type(error).__name__})")
-            self._on_agent_lost(agent, "its agent broke the IPC protocol")
+        self.pool.retire(agent, f"broke the IPC protocol ({type(error).__name__})")
+        self._on_agent_lost(agent, "its agent broke the IPC protocol")
+
+    def _check_limits(self, agent: Agent) -> None:
+        """At each sweep: an agent that ran into a limit the engine reports no event for."""
+        why = self.backend.limit_reached(agent)
+        if why and agent.state != "retired":
+            self.pool.agent_exited(agent.id, why)
 
     def _on_agent_lost(self, agent: Agent, why: str) -> None:
         """Jobs of a lost agent get one more try on a fresh agent, then an error."""
@@ -237,14 +256,15 @@ class PoolManager:
         container = agent.id if agent else ""
         if result is None:
             return JobResult(id=job.id, chat=job.chat, error=error, container=container)
+        # The payload is the agent's word: any JSON at all, so every field is checked.
         usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
         agent_name = str(result.get("agent", ""))
         return JobResult(
             id=job.id, chat=job.chat, text=str(result.get("text", "")), agent=agent_name,
             model=agent_name.split(":", 1)[1] if ":" in agent_name else agent_name,
             container=container,
-            input_tokens=int(usage.get("input_tokens") or usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or usage.get("completion_tokens") or 0))
+            input_tokens=_tokens(usage, "input_tokens", "prompt_tokens"),
+            output_tokens=_tokens(usage, "output_tokens", "completion_tokens"))
 
     def _send(self, peer: bytes, frame: JobResult | JobProgress) -> None:
         frame.slots = self.limit.limit

@@ -5,10 +5,13 @@ whether an agent is a Docker container, a local process, or (later) a pod elsewh
     start(agent)     create and start; blocking, so the pool calls it in a worker thread
     stop(agent)      kill and remove; never raises; blocking, called in a worker thread
     remove_leftovers()   remove agents a previous run of this warmwire left behind
+    limit_reached(agent) why, if the agent hit a limit no event reports (checked at each
+                     IPC sweep), else ""
     describe()       a dict for `status`
 
-A backend reports an agent that exited by calling ``on_exit(agent_id)`` inside the event
-loop (Docker: its event stream; local: a pidfd per process) — nothing polls.
+A backend reports an agent that exited (or ran out of memory) by calling
+``on_exit(agent_id, why)`` inside the event loop (Docker: its event stream; local: a pidfd
+per process) — nothing polls.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class BackendError(Exception):
     pass
 
 
-def choose(config: Config, loop: EventLoop, on_exit: Callable[[str], None]):
+def choose(config: Config, loop: EventLoop, on_exit: Callable[[str, str], None]):
     """Docker when configured or when an engine answers with the image built; else local."""
     wanted = config.pool.backend
     if wanted in ("auto", "docker"):

@@ -1,9 +1,12 @@
 """The Docker backend: each agent is a hardened container of the pre-built agent image.
 
 Hardening (every container): no network unless configured, read-only root filesystem, all
-capabilities dropped, no-new-privileges, a non-root user, memory/pids/CPU limits, a small
-tmpfs for /tmp, the agent's IPC folder bind-mounted read-write at /ipc and its key file
-read-only. Every container is labelled with this warmwire's home, so the ones a previous
+capabilities dropped, no-new-privileges, a non-root user, memory/pids/CPU limits, a cap on
+the size of any one file it writes (RLIMIT_FSIZE: its IPC folder is on the host's disk), a
+small tmpfs for /tmp, the agent's IPC folder bind-mounted read-write at /ipc and its key
+file read-only. A container that runs out of memory is replaced (the engine's ``oom``
+event); one that reached its process limit is replaced at the next IPC sweep (cgroup v1
+sends no event for it, so its ``pids.events`` counter is read then). Every container is labelled with this warmwire's home, so the ones a previous
 run left behind are found and removed at start and at stop.
 """
 
@@ -16,6 +19,7 @@ from typing import Callable
 
 import docker
 import docker.errors
+import docker.types
 
 from proto import ipc
 from proto.config import Config
@@ -30,6 +34,13 @@ NANO = 1_000_000_000
 TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m"
 LOG_MAX_SIZE = "1m"
 API_TIMEOUT = 30  # seconds for one engine call
+MB = 1 << 20
+# Where a container's pids cgroup keeps its "max <times the limit was hit>" counter: cgroup
+# v1 (cgroupfs driver), v2 with the systemd driver, v2 with cgroupfs.
+PIDS_EVENTS = ("/sys/fs/cgroup/pids/docker/{id}/pids.events",
+               "/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.events",
+               "/sys/fs/cgroup/docker/{id}/pids.events")
+WHY = {"die": "exited", "oom": "ran out of memory"}
 
 
 class DockerUnavailable(Exception):
@@ -50,6 +61,7 @@ def container_options(config: Config, image: str, agent_id: str, layout: ipc.Lay
         read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
         network_mode=pool.network, mem_limit=pool.memory, memswap_limit=pool.memory,
         pids_limit=pool.pids, nano_cpus=int(pool.cpus * NANO),
+        ulimits=[docker.types.Ulimit(name="fsize", soft=pool.max_file_mb * MB, hard=pool.max_file_mb * MB)],
         tmpfs={"/tmp": TMPFS_OPTIONS}, volumes=volumes,
         labels={ROLE_LABEL: "agent", HOME_LABEL: home, AGENT_LABEL: agent_id},
         log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE}},
@@ -78,14 +90,16 @@ class DockerBackend:
         threading.Thread(target=self._follow_exits, name="docker-events", daemon=True).start()
 
     def _follow_exits(self) -> None:
-        """The engine's event stream: each of our containers that dies is reported to the loop."""
+        """The engine's event stream: each of our containers that dies or runs out of memory
+        is reported to the loop."""
         events = docker.from_env(timeout=None).events(
-            decode=True, filters={"type": "container", "event": "die",
+            decode=True, filters={"type": "container", "event": list(WHY),
                                   "label": f"{HOME_LABEL}={self.home}"})
         for event in events:
             agent_id = event.get("Actor", {}).get("Attributes", {}).get(AGENT_LABEL)
-            if agent_id:
-                self.loop.call_soon_threadsafe(lambda agent_id=agent_id: self.on_exit(agent_id))
+            why = WHY.get(event.get("Action") or event.get("status"))
+            if agent_id and why:
+                self.loop.call_soon_threadsafe(lambda agent_id=agent_id, why=why: self.on_exit(agent_id, why))
 
     def start(self, agent) -> None:
         agent.handle = self.client.containers.run(
@@ -103,6 +117,18 @@ class DockerBackend:
             pass
         except docker.errors.DockerException as exc:
             log.error("could not remove container %s: %s", agent.id, exc)
+
+    def limit_reached(self, agent) -> str:
+        if agent.handle is None:
+            return ""
+        for pattern in PIDS_EVENTS:
+            try:
+                with open(pattern.format(id=agent.handle.id)) as f:
+                    counter = f.read().split()
+            except OSError:
+                continue
+            return "reached its process limit" if counter[-1:] != ["0"] else ""
+        return ""
 
     def remove_leftovers(self) -> int:
         leftovers = self.client.containers.list(all=True, filters={"label": f"{HOME_LABEL}={self.home}"})

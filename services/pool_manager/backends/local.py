@@ -1,8 +1,8 @@
 """The fallback backend: agents as local processes, running the same runner over the same IPC.
 
 A local agent is sandboxed only as far as a plain process can be: its own session, a clean
-environment, an address-space limit, no core dumps, killed by the kernel if the pool-manager
-dies. It runs as the host user and shares the host's network and filesystem view: it is not
+environment, an address-space limit, a cap on the size of any one file it writes, no core
+dumps, killed by the kernel if the pool-manager dies. It runs as the host user and shares the host's network and filesystem view: it is not
 isolated like a container, and `status` says which backend runs the agents.
 """
 
@@ -39,11 +39,13 @@ class LocalBackend:
         self.on_exit = on_exit
         # Address space, not resident memory: Python maps far more than it touches.
         self.memory_bytes = config.pool.memory_per_agent_mb * MB * ADDRESS_SPACE_FACTOR
+        self.file_bytes = config.pool.max_file_mb * MB
         self.pidfds: dict[str, int] = {}
 
     def _limits(self) -> None:  # runs in the child after it changed uid, before exec
         resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes))
         # Die with the pool-manager, even a killed one: no orphan agent outlives it.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -66,7 +68,7 @@ class LocalBackend:
             self.loop.remove_reader(pidfd)
             os.close(self.pidfds.pop(agent.id))
             agent.handle.wait()
-            self.on_exit(agent.id)
+            self.on_exit(agent.id, "exited")
 
         self.loop.add_reader(pidfd, exited)
 
@@ -75,6 +77,9 @@ class LocalBackend:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    def limit_reached(self, agent) -> str:
+        return ""  # its limits end the process, which the pidfd reports
 
     def remove_leftovers(self) -> int:
         return 0  # a local agent gets SIGKILL from the kernel when its pool-manager dies
