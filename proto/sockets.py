@@ -19,7 +19,10 @@ IPC_PATH_MAX = 107
 def ensure_run_dir(run_dir: Path) -> None:
     """A private folder (ipc sockets, data, logs): created if missing, always owner-only."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(run_dir, RUN_DIR_MODE)
+    if run_dir.stat().st_mode & 0o777 != RUN_DIR_MODE:
+        # Only when needed: a data folder on a read-only disk that is already private must
+        # not stop warmwire from starting (the store-writer then says it cannot write).
+        os.chmod(run_dir, RUN_DIR_MODE)
 
 
 def _check_ipc(endpoint: str) -> None:

@@ -92,6 +92,11 @@ class Tally:
                 + f" lost={len(self.lost())}")
 
 
+def store_writer(system: Warmwire) -> dict:
+    """The store-writer's status; {} while the supervisor does not answer."""
+    return next((s for s in system.status()["services"] if s["name"] == "store-writer"), {})
+
+
 def store_writer_log(system: Warmwire) -> str:
     return (system.home / "logs" / "store-writer.log").read_text(errors="replace")
 
@@ -132,4 +137,86 @@ def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(
             assert not tally.lost()
             print(f"\n[faults-env] disk full: {tally.figures()}")
         finally:
+            system.stop()
+
+
+def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers(home, make_env):
+    env = make_env()
+    with mounted(home / "data", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"):
+        first = Warmwire(home, env)
+        first.start()  # an earlier run left its database (and chroma's) here
+        stored = Tally(first)
+        for _ in range(5):
+            assert stored.ask()["type"] == "reply"
+        first.stop()
+        run("mount", "-o", "remount,ro", str(home / "data"))
+        system = Warmwire(home, env)
+        system.spawn()
+        try:
+            writer = wait_for(lambda: (s := store_writer(system)).get("state") == "degraded" and s,
+                              START_DEADLINE, "the store-writer to report the read-only folder")
+            assert "read-only" in writer["stats"]["problem"], writer
+            status = system.cli("status")
+            assert status.returncode == 1 and "degraded" in status.stdout and "read-only" in status.stdout, status
+            tally = Tally(system)
+            refused = tally.ask()
+            assert refused["kind"] == "unavailable" and "read-only" in refused["text"], refused
+            # It stays up, saying so once: no restart loop.
+            wait_for(lambda: system.service("store-writer")["stats"]["refused_writes"] >= 1, ANSWER_DEADLINE,
+                     "the refused write to be counted")
+            assert system.service("store-writer")["restarts"] == 0
+            lines = [l for l in store_writer_log(system).splitlines() if "read-only" in l]
+            assert len(lines) == 1 and "store-writer ERROR" in lines[0], lines
+
+            run("mount", "-o", "remount,rw", str(home / "data"))
+            wait_for(lambda: system.service("store-writer")["state"] == "healthy", RECOVERY_DEADLINE,
+                     "the store-writer to be writing again")
+            for _ in range(5):
+                assert tally.ask()["type"] == "reply"
+            assert not tally.lost() and not stored.lost()
+            print(f"\n[faults-env] read-only at start: {tally.figures()}")
+        finally:
+            system.stop()
+
+
+def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(home, make_env, tmp_path):
+    image = tmp_path / "data.ext4"
+    with open(image, "wb") as out:
+        out.truncate(64 << 20)
+    run("mkfs.ext4", "-q", "-F", str(image))
+    data = home / "data"
+    with mounted(data, "-o", "loop", str(image)):
+        data.chmod(0o700)
+        system = Warmwire(home, make_env())
+        system.start()
+        frozen: list[Path] = []
+        try:
+            tally = Tally(system)
+            for _ in range(10):
+                assert tally.ask()["type"] == "reply"
+            # Root ignores modes, so the folder and the database are made immutable. (Not the
+            # -shm file: it is shared memory, and SQLite's mapping of it would fault.)
+            frozen = [data, data / "warmwire.db", data / "warmwire.db-wal"]
+            run("chattr", "+i", *map(str, frozen))
+            refused = tally.ask()
+            assert refused["kind"] == "unavailable" and "read-only" in refused["text"], refused
+            for _ in range(10):
+                assert tally.ask("hello")["kind"] == "unavailable"
+            wait_for(lambda: system.service("store-writer")["state"] == "degraded", ANSWER_DEADLINE,
+                     "the store-writer to be reported degraded")
+            lines = [l for l in store_writer_log(system).splitlines() if "read-only" in l]
+            assert len(lines) == 1 and "store-writer ERROR" in lines[0], lines
+
+            run("chattr", "-i", *map(str, frozen))
+            frozen = []
+            wait_for(lambda: tally.ask()["type"] == "reply", RECOVERY_DEADLINE, "writes to resume")
+            for _ in range(5):
+                assert tally.ask()["type"] == "reply"
+            wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy again")
+            assert system.service("store-writer")["restarts"] == 0
+            assert not tally.lost()
+            print(f"\n[faults-env] read-only while running: {tally.figures()}")
+        finally:
+            if frozen:
+                subprocess.run(["chattr", "-i", *map(str, frozen)], capture_output=True)
             system.stop()

@@ -61,6 +61,8 @@ class Router:
         # Writes waiting to be committed: store key -> (answer to send, clients, then what).
         self.waiting: dict[str, tuple[ClientOut | None, list[bytes], Callable[[], None] | None]] = {}
         self.reader: sqlite3.Connection | None = None
+        self.unreadable = False  # the last read failed (logged once)
+        self.resume_pending = False  # unanswered jobs still to resume once it can be read
         self.on_drained: Callable[[], None] | None = None
         self.state = "serving"
         self.started = time.monotonic()
@@ -190,18 +192,17 @@ class Router:
     def _job(self, message: StoredMessage, context: list[Passage]) -> Job:
         model = (self.full_config.agents.light_model if message.tier == "container-light"
                  else self.full_config.agents.full_model)
-        history = [Turn(role=role, content=text) for role, text in
-                   recent_turns(self._reader(), message.chat, message.id,
-                                self.full_config.jobs.history_turns)]
+        history = [Turn(role=role, content=text) for role, text in self._read(
+                   lambda db: recent_turns(db, message.chat, message.id, self.full_config.jobs.history_turns), [])]
         return Job(id=message.id, chat=message.chat, tier=message.tier, model=model,
                    text=message.text, history=history, context=context)
 
     def _resume(self) -> None:
         """Jobs a previous router accepted but never answered go to the pool again."""
-        reader = self._reader()
-        if reader is None:
+        unfinished = self._read(unfinished_messages, None)
+        if unfinished is None:
+            self.resume_pending = self.full_config.database.exists()  # once it can be read
             return
-        unfinished = unfinished_messages(reader)
         if unfinished:
             log.warning("resuming %d unanswered jobs from before the restart", len(unfinished))
         for message_id, chat, sender, text, tier in unfinished:
@@ -210,18 +211,37 @@ class Router:
             self._submit_with_context(message, [])
 
     def _spend_today(self) -> tuple[int, int, float]:
-        reader = self._reader()
         midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
-        return spend_since(reader, midnight) if reader is not None else (0, 0, 0.0)
+        return self._read(lambda db: spend_since(db, midnight), (0, 0, 0.0))
 
-    def _reader(self) -> sqlite3.Connection | None:
-        if self.reader is None and self.full_config.database.exists():
-            self.reader = open_readonly(self.full_config.database, self.full_config.store.busy_timeout_ms)
-        return self.reader
+    def _read(self, query: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
+        """A query on the database, or ``default`` while there is none or it cannot be read
+        (a WAL database on a read-only disk cannot be opened): said once in the log, and
+        the router answers without it instead of failing."""
+        if not self.full_config.database.exists():
+            return default
+        try:
+            if self.reader is None:
+                self.reader = open_readonly(self.full_config.database, self.full_config.store.busy_timeout_ms)
+            result = query(self.reader)
+        except sqlite3.Error as exc:
+            if self.reader is not None:
+                self.reader.close()
+                self.reader = None
+            if not self.unreadable:
+                log.error("cannot read the database (%s); answering without it until it can", exc)
+            self.unreadable = True
+            return default
+        if self.unreadable:
+            self.unreadable = False
+            log.info("the database can be read again")
+        if self.resume_pending:
+            self.resume_pending = False
+            self._resume()
+        return result
 
     def _stored(self, message_id: str) -> tuple[bool, ClientOut | None]:
-        reader = self._reader()
-        return stored_answer(reader, message_id) if reader is not None else NOT_STORED
+        return self._read(lambda db: stored_answer(db, message_id), NOT_STORED)
 
     def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
         self.counts["bad_frames"] += 1

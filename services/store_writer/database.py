@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -29,14 +30,18 @@ def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int 
     """The one writing connection: WAL, NORMAL sync (durable across process crashes), schema."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode != "wal":
-        raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode})")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint_pages)}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint_pages)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+    except BaseException:
+        conn.close()  # tried again and again while the disk cannot be written: no leak
+        raise
     return conn
 
 
@@ -48,21 +53,31 @@ UNWRITABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE
 
 def unwritable_reason(path: Path, exc: BaseException) -> str | None:
     """Why the database cannot be written at all, in words for its users (no path: the log
-    line has it); None when the error is the write's own (a constraint, a bad value)."""
+    line has it); None when the error is the write's own (a constraint, a bad value) or not
+    the disk's (a database path that is a folder fails to start, as it should)."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, sqlite3.Error) and (code is None or code & 0xFF not in UNWRITABLE_CODES):
+    primary = code & 0xFF if code is not None else None
+    if isinstance(exc, sqlite3.Error) and primary not in UNWRITABLE_CODES:
         return None
-    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+    if primary == sqlite3.SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
         return "the disk is full"
+    if _read_only(path):
+        return "the data folder is read-only"
+    if primary == sqlite3.SQLITE_IOERR:
+        return "the disk reports an error"
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    """Its filesystem is mounted read-only, or the folder or the files cannot be written
+    (for root: marked immutable)."""
     try:
         if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
-            return "the data folder is read-only"
+            return True
     except OSError:
         pass
-    for target in (path.parent, path, path.with_name(path.name + "-wal")):
-        if target.exists() and not os.access(target, os.W_OK):
-            return "the data folder is read-only"
-    return "the disk reports an error"
+    return any(target.exists() and not os.access(target, os.W_OK)
+               for target in (path.parent, path, path.with_name(path.name + "-wal")))
 
 
 def probe_write(conn: sqlite3.Connection) -> None:
