@@ -65,6 +65,7 @@ class Store(_Section):
 
 class Supervisor(_Section):
     probe_interval: float
+    start_probe_interval: float
     missed_probes: int
     start_timeout: float
     backoff_initial: float

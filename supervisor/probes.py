@@ -30,6 +30,10 @@ HTTP_OK = (b"HTTP/1.1 200", b"HTTP/1.0 200")
 
 
 class ControlProbe:
+    # A probe sent before the service binds waits in ZeroMQ's queue and is answered as soon
+    # as the service is up.
+    queued_until_ready = True
+
     def __init__(self, ctx: zmq.Context, endpoint: str, loop: EventLoop, on_answer: OnAnswer) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
@@ -70,6 +74,9 @@ class HttpProbe:
     bounded by ``connect_timeout`` (on loopback it either succeeds or is refused at once);
     the answer is read by the loop when it comes."""
 
+    # A probe to a program not listening yet is refused, not kept.
+    queued_until_ready = False
+
     def __init__(self, host: str, port: int, path: str, connect_timeout: float, loop: EventLoop,
                  on_answer: OnAnswer) -> None:
         self.address = (host, port)
@@ -83,6 +90,11 @@ class HttpProbe:
 
     def open(self) -> None:
         pass  # a connection per probe
+
+    @property
+    def waiting(self) -> bool:
+        """A probe was sent and its answer has not come yet."""
+        return self.conn is not None
 
     def send(self) -> None:
         self._drop()  # an answer still missing by now stays missing

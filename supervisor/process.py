@@ -88,6 +88,7 @@ class ManagedProcess:
         self.stats: dict[str, Any] = {}
         self.stop_timer: Timer | None = None
         self.restart_timer: Timer | None = None
+        self.start_probe_timer: Timer | None = None
         # Cleared when warmwire is shutting down: an exit then is final.
         self.restart_allowed = True
 
@@ -139,11 +140,28 @@ class ManagedProcess:
         self.last_answer = None
         self.state = "starting"
         log.info("%s spawned (pid %d)", self.name, self.popen.pid)
-        self.probe()  # queued until the service binds, so readiness is seen at once
+        self.probe()
+        if not self.prober.queued_until_ready:
+            # Asked again often while it starts: waiting for the next regular probe added up
+            # to a whole probe_interval to every restart of chroma.
+            self.start_probe_timer = self.loop.call_later(self.config.start_probe_interval,
+                                                          self._probe_while_starting)
+
+    def _probe_while_starting(self) -> None:
+        self.start_probe_timer = None
+        if self.state != "starting" or not self.probing:
+            return
+        if not self.prober.waiting:
+            self.prober.send()
+        self.start_probe_timer = self.loop.call_later(self.config.start_probe_interval,
+                                                      self._probe_while_starting)
 
     def _close_probe(self) -> None:
         self.prober.close()
         self.probing = False
+        if self.start_probe_timer is not None:
+            self.start_probe_timer.cancel()
+            self.start_probe_timer = None
         if self.output is not None:
             self.output.close()
             self.output = None

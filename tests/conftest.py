@@ -168,3 +168,21 @@ def warmwire(home, make_env):
     system.stop()
     if os.environ.get("WARMWIRE_TEST_SHOW_LOGS"):
         print(system.logs())
+
+
+# -- figures: what a suite measured (counts, restart times), shown after the run -------------
+FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def figures(request) -> list[str]:
+    """Append a line; pytest prints every line in a "figures" section at the end of the run."""
+    return request.config.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

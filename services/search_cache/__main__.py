@@ -15,11 +15,11 @@ from proto.sockets import bind_router, connect_dealer  # noqa: E402
 
 from .search import Searcher  # noqa: E402
 from .service import SearchCacheService  # noqa: E402
-from .vector import VectorIndex, load_embedder  # noqa: E402
+from .vector import VectorIndex  # noqa: E402
 
 
 def build(config: Config, ctx, loop: EventLoop) -> SearchCacheService:
-    index = VectorIndex(config.chroma, config.search, load_embedder())
+    index = VectorIndex(config.chroma, config.search, None)  # the service loads the model
     searcher = Searcher(config.search, config.database, config.store.busy_timeout_ms, index)
     socket = bind_router(ctx, config.endpoint("search"), max_msg_size=config.search.hard_frame_bytes)
     store = connect_dealer(ctx, config.endpoint("store"))

@@ -36,7 +36,7 @@ from . import replies
 from .cache import AnswerCache, cache_key
 from .search import BadQuery, Searcher
 from .text import normalize, note_id, strip_command
-from .vector import IndexDown, VectorIndex
+from .vector import Embedder, IndexDown, VectorIndex, load_vector_side
 
 log = logging.getLogger("search-cache")
 
@@ -83,6 +83,16 @@ class SearchCacheService:
         self.loop.add_reader(self.socket, self.on_readable)
         self.store.start()
         self.loop.add_reader(self.work, self.on_work)
+        if self.index.embedder is None:
+            self.loop.run_in_thread(load_vector_side, self._on_vector_side_loaded)
+        else:
+            self._reconnect()
+
+    def _on_vector_side_loaded(self, embedder: Embedder | None, error: BaseException | None) -> None:
+        if error is not None:  # the process exits and the supervisor's restarts say so
+            raise RuntimeError(f"could not load the embedding model: {error}") from error
+        log.info("embedding model loaded")
+        self.index.embedder = embedder
         self._reconnect()
 
     def stats(self) -> dict[str, Any]:

@@ -48,6 +48,17 @@ def load_embedder() -> Embedder:
     return model
 
 
+def load_vector_side() -> Embedder:
+    """What vector search needs that takes seconds of CPU to load: the model (~2.5 s, most of
+    it its tokenizer's vocabulary) and chromadb's client package (~2 s of imports). The
+    search-cache loads it in a worker thread after it has started, answering from full text
+    meanwhile: loaded before it answered probes, a restarted search-cache took 3-10 s to be
+    healthy again on a busy 2-core machine, and every knowledge request in between failed."""
+    import chromadb  # noqa: F401 - imported here, off the event loop; _make_client uses it
+
+    return load_embedder()
+
+
 def note_of(chunk_id: str) -> str:
     return chunk_id.rpartition(CHUNK_SEPARATOR)[0]
 
@@ -57,7 +68,9 @@ def chunk_ids(note: str, count: int) -> list[str]:
 
 
 class VectorIndex:
-    def __init__(self, chroma: ChromaConfig, search: SearchConfig, embedder: Embedder) -> None:
+    """``embedder`` None: not loaded yet; the index stays down until it is set."""
+
+    def __init__(self, chroma: ChromaConfig, search: SearchConfig, embedder: Embedder | None) -> None:
         self.chroma = chroma
         self.search = search
         self.embedder = embedder
@@ -70,6 +83,8 @@ class VectorIndex:
     # -- connection --------------------------------------------------------------------
     def reconnect(self) -> bool:
         """Reach chroma and open the collection; True when the index is up."""
+        if self.embedder is None:
+            return False  # still loading (and importing chromadb: not from this thread too)
         try:
             # A plain bounded request first: chromadb's client makes requests without a
             # timeout while it is being built, which would hang on a frozen server.
