@@ -246,6 +246,7 @@ class WarmPool:
             states[agent.state] = states.get(agent.state, 0) + 1
         acquire_avg = sum(self.acquire_ms) / len(self.acquire_ms) if self.acquire_ms else None
         return {**states, "sessions": len(self.sessions), **self.counts,
+                "agents": {agent.id: agent.state for agent in self.agents.values()},
                 "acquire_avg_ms": acquire_avg, "acquire_p50_ms": percentile(self.acquire_ms, 0.5),
                 "acquire_p99_ms": percentile(self.acquire_ms, 0.99),
                 "cold_start_p50_ms": percentile(self.cold_start_ms, 0.5),
