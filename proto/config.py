@@ -52,6 +52,7 @@ class Router(_Section):
     busy_retry_after: float
     drain_timeout: float
     search_timeout: float
+    undeliverable_log_interval: float
 
 
 class Store(_Section):

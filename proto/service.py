@@ -11,6 +11,7 @@ import ctypes
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -58,6 +59,16 @@ def die_with_parent() -> None:
         sys.exit(0)
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one, and return it. The router holds a
+    descriptor per connected client (1,000 clients at once need over 1,000), and a common
+    soft default is 1,024; the hard limit is what the administrator allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # (Linux caps the hard limit at fs.nr_open: it is never "unlimited")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 class ControlServer:
     """Answers control requests (probes, status) on a ROUTER socket.
 
@@ -103,6 +114,7 @@ def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, Even
     die_with_parent()
     config = config_mod.load()
     log = setup_logging(name, config.log_dir)
+    open_files = raise_open_file_limit()
     ensure_run_dir(config.run_dir)
     ctx = zmq.Context()
     loop = EventLoop()
@@ -124,7 +136,7 @@ def run_service(name: str, build: Callable[[config_mod.Config, zmq.Context, Even
         service.drain(loop.stop)
 
     loop.handle_signals([signal.SIGTERM, signal.SIGINT], on_signal)
-    log.info("started (pid %d)", os.getpid())
+    log.info("started (pid %d, up to %d open files)", os.getpid(), open_files)
     try:
         loop.run()
     finally:

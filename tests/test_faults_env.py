@@ -86,7 +86,7 @@ class Tally:
         """Replied to, yet not in the database."""
         return self.replied() - self.stored()
 
-    def figures(self) -> str:
+    def summary(self) -> str:
         return (f"sent={len(self.answers)} replies={self.kinds['reply']} "
                 + " ".join(f"{k}={v}" for k, v in sorted(self.kinds.items()) if k != "reply")
                 + f" lost={len(self.lost())}")
@@ -101,7 +101,7 @@ def store_writer_log(system: Warmwire) -> str:
     return (system.home / "logs" / "store-writer.log").read_text(errors="replace")
 
 
-def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(home, make_env):
+def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(home, make_env, figures):
     with mounted(home / "data", "-t", "tmpfs", "-o", f"size={DATA_MOUNT_SIZE},mode=0700", "tmpfs"):
         system = Warmwire(home, make_env())
         system.start()
@@ -135,12 +135,12 @@ def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(
             wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy again")
             assert system.service("store-writer")["restarts"] == 0
             assert not tally.lost()
-            print(f"\n[faults-env] disk full: {tally.figures()}")
+            figures.append(f"faults-env disk full: {tally.summary()}")
         finally:
             system.stop()
 
 
-def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers(home, make_env):
+def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers(home, make_env, figures):
     env = make_env()
     with mounted(home / "data", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"):
         first = Warmwire(home, env)
@@ -174,12 +174,12 @@ def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers
             for _ in range(5):
                 assert tally.ask()["type"] == "reply"
             assert not tally.lost() and not stored.lost()
-            print(f"\n[faults-env] read-only at start: {tally.figures()}")
+            figures.append(f"faults-env read-only at start: {tally.summary()}")
         finally:
             system.stop()
 
 
-def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(home, make_env, tmp_path):
+def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(home, make_env, tmp_path, figures):
     image = tmp_path / "data.ext4"
     with open(image, "wb") as out:
         out.truncate(64 << 20)
@@ -215,7 +215,7 @@ def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(
             wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy again")
             assert system.service("store-writer")["restarts"] == 0
             assert not tally.lost()
-            print(f"\n[faults-env] read-only while running: {tally.figures()}")
+            figures.append(f"faults-env read-only while running: {tally.summary()}")
         finally:
             if frozen:
                 subprocess.run(["chattr", "-i", *map(str, frozen)], capture_output=True)

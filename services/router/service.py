@@ -68,6 +68,8 @@ class Router:
         self.started = time.monotonic()
         self.tiers: Counter[str] = Counter({tier: 0 for tier in TIERS})
         self.counts: Counter[str] = Counter()
+        self.undeliverable_unlogged = 0
+        self.undeliverable_log_at = 0.0
 
     def start(self) -> None:
         self.loop.add_reader(self.frontend, self.on_frontend_readable)
@@ -254,8 +256,16 @@ class Router:
         except zmq.ZMQError as exc:
             # Gone (EHOSTUNREACH) or not reading (EAGAIN): the answer is stored, and the client
             # gets it again by resending its message.
+            # Said at most once per interval, with a count: a client that never reads must not
+            # make the log grow by a line per message.
             self.counts["undeliverable"] += 1
-            log.warning("could not deliver %s to a client: %s", frame.id, exc.strerror)
+            self.undeliverable_unlogged += 1
+            now = time.monotonic()
+            if now >= self.undeliverable_log_at:
+                log.warning("could not deliver %d answers to clients (last: %s): gone or not reading",
+                            self.undeliverable_unlogged, exc.strerror)
+                self.undeliverable_unlogged = 0
+                self.undeliverable_log_at = now + self.config.undeliverable_log_interval
 
     # -- store-writer ------------------------------------------------------------------
     def persist(self, frame: Any, answer: ClientOut | None, clients: list[bytes],
