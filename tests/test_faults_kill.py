@@ -47,6 +47,24 @@ CHAT_PREFIX = "fk"
 # Messages per second in the kill test, half of them for agents.
 STREAM_RATE = 12.0
 
+# The freeze test: how long the store-writer is stopped, the router's limit of writes
+# waiting for it (low, so that the stream reaches it within the freeze), the stream's rate.
+FREEZE_SECONDS = 10.0
+PENDING_LIMIT = 16
+FREEZE_RATE = 16.0
+# What "does not grow without bound" means for a user's machine: while writes cannot be
+# stored, a service's resident memory grows by at most this much, plus (for the router) room
+# for each write it may hold: a message and its answer, their frames, the resend copy.
+RSS_SLACK_MB = 8
+RSS_PER_PENDING_WRITE_KB = 64
+RSS_SAMPLE_INTERVAL = 0.25
+# While the same store-writer stays frozen, one more client offers FLOOD messages of
+# FLOOD_BYTES each (at most FLOOD_WINDOW unanswered): 16 MB that the router must refuse, not
+# keep — holding them would show far above the RSS bound.
+FLOOD = 2000
+FLOOD_BYTES = 8192
+FLOOD_WINDOW = 50
+
 # Two texts per tier, Thai and English (checked against the classifier before each run).
 TIER_TEXTS = (
     ("inline", "สวัสดีครับ"),
@@ -58,6 +76,10 @@ TIER_TEXTS = (
     ("container-full", "Please debug this Python traceback: KeyError port in parse_config() at line 42"),
     ("container-full", "วิเคราะห์ข้อดีข้อเสียของการใช้ Docker กับ VM แล้วเขียนแผนย้ายระบบ"),
 )
+
+
+# The freeze test's mix: a quarter of it for agents, so that their queue never fills.
+FREEZE_TEXTS = TIER_TEXTS[:4] * 3 + TIER_TEXTS[4:]
 
 
 @dataclass
@@ -366,3 +388,123 @@ def test_kill_9_of_each_process_under_a_stream_of_all_tiers_loses_nothing(tmp_pa
         assert frame_kind(stream.messages[victim_job].final) == "reply", stream.messages[victim_job].final
     slow = {name: round(seconds, 2) for name, seconds in recovery.items() if seconds > RECOVERY_PROMISE}
     assert not slow, f"full health took longer than {RECOVERY_PROMISE:g} s after: {slow}"
+
+
+class MemoryWatch:
+    """Peak resident memory of every service (found by name: a restarted one is its new
+    process) and the router's reported writes waiting, per phase of the test."""
+
+    def __init__(self, system: Warmwire) -> None:
+        self.system = system
+        self.peak_mb: dict[str, dict[str, float]] = {}
+        self.pending_writes: list[int] = []
+
+    def sample(self, phase: str) -> None:
+        peaks = self.peak_mb.setdefault(phase, {})
+        for service in self.system.status()["services"]:
+            if service["name"] == "router":
+                self.pending_writes.append(service["stats"].get("pending_writes", 0))
+            if service["pid"] is None:
+                continue  # between a kill and its restart (and Process(None) is this one)
+            try:
+                rss = psutil.Process(service["pid"]).memory_info().rss / 2**20
+            except psutil.Error:
+                continue  # exited since the status was taken
+            peaks[service["name"]] = max(peaks.get(service["name"], 0.0), rss)
+
+    def watch(self, phase: str, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.sample(phase)
+            time.sleep(RSS_SAMPLE_INTERVAL)
+
+    def growth_mb(self, name: str, phases: tuple[str, ...]) -> float:
+        return max(self.peak_mb[phase].get(name, 0.0) for phase in phases) - self.peak_mb["before"][name]
+
+
+def flood(frontend: str) -> Counter:
+    """Offer FLOOD big messages; return the kinds of their final frames."""
+    client = Client(frontend)
+    text = ("ข้อความยาว long message " * FLOOD_BYTES)[:FLOOD_BYTES]
+    finals: Counter = Counter()
+    sent = 0
+    try:
+        while sum(finals.values()) < FLOOD:
+            while sent < FLOOD and sent - sum(finals.values()) < FLOOD_WINDOW:
+                client.send(text, chat="flood", id=f"flood-{sent}")
+                sent += 1
+            frame = client.recv()
+            if frame_kind(frame) not in ("queued", "progress"):
+                finals[frame_kind(frame)] += 1
+    finally:
+        client.close()
+    return finals
+
+
+def same_process(pid: int, created: float) -> bool:
+    try:
+        return psutil.Process(pid).create_time() == created
+    except psutil.NoSuchProcess:
+        return False
+
+
+# The supervisor probes every second and kills a service after missed_probes unanswered in a
+# row: by default a frozen store-writer is killed and replaced after ~3 s (a writer that does
+# not answer is no writer; the writes it held come again from their senders). Tolerating the
+# whole freeze is the other outcome: the same process resumes. Both must lose nothing.
+@pytest.mark.parametrize("outcome", ["replaced", "resumed"])
+def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp_path_factory, stopper, figures, outcome):
+    check_texts()
+    overrides = {"WARMWIRE_ROUTER_MAX_PENDING_WRITES": str(PENDING_LIMIT)}
+    if outcome == "resumed":
+        overrides["WARMWIRE_SUPERVISOR_MISSED_PROBES"] = str(int(FREEZE_SECONDS * 3))
+    system = start_system(tmp_path_factory, f"faults-freeze-{outcome}", **overrides)
+    stopper(system)
+    # The search-cache loads its model after it starts: a baseline before that is no baseline.
+    wait_for(lambda: system.service("search-cache")["stats"].get("chroma") == "up", RECOVERY_DEADLINE,
+             "the search-cache to load its model and reach chroma")
+    memory = MemoryWatch(system)
+    stream = Stream(system.frontend, rate=FREEZE_RATE, texts=FREEZE_TEXTS)
+    stream.start()
+    stream.finals_after(30, 60, "the stream to flow before the freeze")
+    memory.watch("before", 2.0)
+
+    frozen = system.service("store-writer")
+    created = psutil.Process(frozen["pid"]).create_time()
+    busy_before = stream.tally.frames["busy"]
+    os.kill(frozen["pid"], signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    flooded: Counter = Counter()
+    if outcome == "resumed":  # the writer stays frozen: the router stays at its limit
+        wait_for(lambda: stream.tally.frames["busy"] > busy_before, FREEZE_SECONDS / 2, "a busy notice")
+        flooded = flood(system.frontend)
+        memory.sample("frozen")
+    memory.watch("frozen", FREEZE_SECONDS - (time.monotonic() - frozen_at))
+    if same_process(frozen["pid"], created):
+        os.kill(frozen["pid"], signal.SIGCONT)
+    wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy after the freeze")
+    busy_during = stream.tally.frames["busy"] - busy_before
+    stream.finals_after(30, 60, "the stream to flow again after the freeze")
+    memory.watch("after", 2.0)
+    stream.finish()
+
+    storage = check_storage(system, stream)
+    writer = system.service("store-writer")
+    growth = {name: round(memory.growth_mb(name, ("frozen", "after")), 1) for name in memory.peak_mb["before"]}
+    figures.append(f"store-writer frozen {FREEZE_SECONDS:g} s ({outcome}): {describe(stream.tally)}, "
+                   f"busy during the freeze {busy_during}, lost {storage['lost']}, duplicates {storage['duplicates']}")
+    figures.append(f"store-writer frozen ({outcome}): router writes waiting at most {max(memory.pending_writes)} "
+                   f"(limit {PENDING_LIMIT} for new messages); flood of {FLOOD if flooded else 0} x "
+                   f"{FLOOD_BYTES} B answered {dict(flooded)}; RSS growth MB {growth}; RSS before MB "
+                   f"{ {name: round(mb, 1) for name, mb in memory.peak_mb['before'].items()} }")
+    if outcome == "replaced":
+        assert writer["pid"] != frozen["pid"] and writer["restarts"] == 1, writer
+        assert "store-writer is unresponsive" in system.logs()
+    else:
+        assert writer["pid"] == frozen["pid"] and writer["restarts"] == 0, writer
+    assert busy_during > 0, "the clients were never told the router is busy"
+    if outcome == "resumed":
+        assert flooded == {"busy": FLOOD}, flooded
+    router_bound = RSS_SLACK_MB + PENDING_LIMIT * RSS_PER_PENDING_WRITE_KB / 1024
+    assert growth["router"] <= router_bound, growth
+    assert all(mb <= RSS_SLACK_MB for mb in growth.values()), growth
