@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -25,9 +26,11 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow,
 
 # Big enough for the schema, chroma's empty collection and a few hundred messages.
 DATA_MOUNT_SIZE = "24m"
-# How many messages may still fit (the WAL reuses its pages) before the disk-full notice.
-FILL_ATTEMPTS = 3000
 RECOVERY_DEADLINE = 15.0
+# One message of each tier (a note learned too).
+TIER_MESSAGES = ("thanks!", "search my notes about tmpfs", "remember that the disk filled up today",
+                 "what is the capital of France?",
+                 "Please debug this Python traceback: KeyError in parse_config() line 42")
 
 
 def run(*command: str) -> None:
@@ -62,14 +65,15 @@ def fill(folder: Path) -> Path:
 class Tally:
     """Every message sent and what came back, to report and to check that nothing is lost."""
 
-    def __init__(self, system: Warmwire) -> None:
+    def __init__(self, system: Warmwire, chat: str = "faults-env") -> None:
         self.system = system
+        self.chat = chat
         self.client = system.client()
         self.answers: dict[str, dict] = {}
         self.kinds: Counter[str] = Counter()
 
     def ask(self, text: str = "thanks!") -> dict:
-        frame = self.client.ask(text, chat="faults-env", id=uuid.uuid4().hex)
+        frame = self.client.ask(text, chat=self.chat, id=uuid.uuid4().hex)
         self.answers[frame["id"]] = frame
         self.kinds[frame["type"] if frame["type"] == "reply" else f"notice:{frame['kind']}"] += 1
         return frame
@@ -80,7 +84,7 @@ class Tally:
     def stored(self) -> set[str]:
         with self.system.db() as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-            return {row[0] for row in db.execute("SELECT id FROM messages WHERE chat = 'faults-env'")}
+            return {row[0] for row in db.execute("SELECT id FROM messages WHERE chat = ?", (self.chat,))}
 
     def lost(self) -> set[str]:
         """Replied to, yet not in the database."""
@@ -90,6 +94,29 @@ class Tally:
         return (f"sent={len(self.answers)} replies={self.kinds['reply']} "
                 + " ".join(f"{k}={v}" for k, v in sorted(self.kinds.items()) if k != "reply")
                 + f" lost={len(self.lost())}")
+
+
+class Stream(threading.Thread):
+    """Inline messages, one after another, from a client of its own until stopped."""
+
+    def __init__(self, system: Warmwire) -> None:
+        super().__init__(daemon=True)
+        self.tally = Tally(system, chat="faults-env-stream")
+        self.running = True
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while self.running:
+                self.tally.ask()
+        except BaseException as exc:  # reported by stop(), in the test's thread
+            self.error = exc
+
+    def stop(self) -> Tally:
+        self.running = False
+        self.join(ANSWER_DEADLINE)
+        assert self.error is None, self.error
+        return self.tally
 
 
 def store_writer(system: Warmwire) -> dict:
@@ -109,18 +136,22 @@ def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(
             tally = Tally(system)
             for _ in range(20):
                 assert tally.ask()["type"] == "reply"
+            stream = Stream(system)
+            stream.start()
             filler = fill(home / "data")
             # The WAL reuses pages it already has, so a few messages may still be stored.
-            for _ in range(FILL_ATTEMPTS):
-                if tally.ask()["type"] != "reply":
-                    break
+            wait_for(lambda: stream.tally.kinds["notice:unavailable"], ANSWER_DEADLINE,
+                     "the stream of messages to be told the disk is full")
+            streamed = stream.stop()
+            assert set(streamed.kinds) == {"reply", "notice:unavailable"}, streamed.kinds
             refused = tally.ask()
             assert refused["type"] == "notice" and refused["kind"] == "unavailable", refused
             assert "disk is full" in refused["text"] and refused["retry_after"] > 0, refused
-            # The router stays up and keeps answering, with the same notice.
-            for _ in range(30):
-                frame = tally.ask("hello")
-                assert frame["type"] == "notice" and "disk is full" in frame["text"], frame
+            # The router stays up and keeps answering every tier, with the same notice.
+            for _ in range(3):
+                for text in TIER_MESSAGES:
+                    frame = tally.ask(text)
+                    assert frame["type"] == "notice" and "disk is full" in frame["text"], frame
             lines = [l for l in store_writer_log(system).splitlines() if "disk is full" in l]
             assert len(lines) == 1 and "store-writer ERROR" in lines[0], lines
             assert not tally.lost()
@@ -129,13 +160,14 @@ def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(
             filler.unlink()
             wait_for(lambda: tally.ask()["type"] == "reply", RECOVERY_DEADLINE,
                      "writes to resume once space returned")
-            for _ in range(10):
-                assert tally.ask()["type"] == "reply"
+            for text in TIER_MESSAGES:
+                assert tally.ask(text)["type"] == "reply", text
             assert "writes resume" in store_writer_log(system)
             wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy again")
             assert system.service("store-writer")["restarts"] == 0
-            assert not tally.lost()
-            figures.append(f"faults-env disk full: {tally.summary()}")
+            assert not tally.lost() and not streamed.lost()
+            figures.append(f"faults-env disk full: {tally.summary()}; stream while filling: "
+                           f"{streamed.summary()}")
         finally:
             system.stop()
 

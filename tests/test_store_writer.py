@@ -42,10 +42,12 @@ def rig(tmp_path):
         for frame in frames:
             sender.send(codec.encode(frame))
         assert writer.socket.poll(5000), "nothing arrived at the store-writer"
-        # Wait until every frame is queued, so the group commit sees them all.
+        # Until every frame has been committed: they may arrive over several wake-ups.
+        target = writer.committed + len(frames)
         deadline = time.monotonic() + 5
-        while writer.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN and time.monotonic() < deadline:
-            writer.on_readable()
+        while writer.committed < target and time.monotonic() < deadline:
+            if writer.socket.poll(100):
+                writer.on_readable()
         acks = []
         while sender.poll(200):
             acks.append(codec.decode(sender.recv()))

@@ -51,6 +51,18 @@ UNWRITABLE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE
                     sqlite3.SQLITE_CANTOPEN}
 
 
+DISK_FULL = "the disk is full"
+
+
+def disk_has_room(path: Path) -> bool:
+    """Some free block on the database's filesystem. A one-page write can still succeed on
+    a full disk (the WAL reuses its own pages) while a batch would not: no use trying then."""
+    try:
+        return os.statvfs(path.parent).f_bfree > 0
+    except OSError:
+        return True  # cannot tell: let the write say
+
+
 def unwritable_reason(path: Path, exc: BaseException) -> str | None:
     """Why the database cannot be written at all, in words for its users (no path: the log
     line has it); None when the error is the write's own (a constraint, a bad value) or not
@@ -60,7 +72,7 @@ def unwritable_reason(path: Path, exc: BaseException) -> str | None:
     if isinstance(exc, sqlite3.Error) and primary not in UNWRITABLE_CODES:
         return None
     if primary == sqlite3.SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
-        return "the disk is full"
+        return DISK_FULL
     if _read_only(path):
         return "the data folder is read-only"
     if primary == sqlite3.SQLITE_IOERR:

@@ -22,7 +22,9 @@ import zmq
 from proto.frames import Codec, Committed, StoreError, StoreIn, StoreOut
 from proto.loop import EventLoop, Timer
 
-from .database import WRITES, WriterFile, checkpoint, probe_write, rollback, unwritable_reason
+from .database import (
+    DISK_FULL, WRITES, WriterFile, checkpoint, disk_has_room, probe_write, rollback, unwritable_reason,
+)
 
 log = logging.getLogger("store-writer")
 
@@ -91,6 +93,9 @@ class StoreWriter:
             for frame in frames:
                 WRITES[type(frame)](self.conn, frame)
             self.conn.execute("COMMIT")
+        except OverflowError as exc:  # an int SQLite cannot hold: this write's own fault
+            rollback(self.conn)
+            raise sqlite3.DataError(str(exc)) from None
         except BaseException:
             rollback(self.conn)
             raise
@@ -176,6 +181,9 @@ class StoreWriter:
             self._reopen()
             if self.conn is None:
                 return
+        if self.unwritable == DISK_FULL and not disk_has_room(self.path):
+            self.retry_timer = self.loop.call_later(self.retry_interval, self._try_again)
+            return
         try:
             probe_write(self.conn)
         except sqlite3.Error as exc:
