@@ -208,7 +208,7 @@ class SearchCacheService:
         self.counts["bad_requests"] += 1
         try:
             loose = msgspec.msgpack.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # see proto.frames.Codec
             loose = None
         req = loose.get("req") if isinstance(loose, dict) and isinstance(loose.get("req"), str) else ""
         if not isinstance(loose, dict):
