@@ -45,6 +45,11 @@ class StoreClient:
         self.resends = 0
         # Why the store-writer last said it cannot write; None once it commits again.
         self.unavailable: str | None = None
+        # Since when writes go unacknowledged (a store-writer frozen, killed, restarting);
+        # None while acknowledgements come. A stall is logged when it starts and when it
+        # ends: a line per resend round (two a second) filled the logs of every writer for
+        # as long as the store-writer was away.
+        self.silent_since: float | None = None
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -78,6 +83,10 @@ class StoreClient:
                 if isinstance(ack, Committed):
                     del self.pending[key]
                     self.unavailable = None
+                    if self.silent_since is not None:
+                        log.info("the store-writer acknowledges writes again, after %.1f s",
+                                 time.monotonic() - self.silent_since)
+                        self.silent_since = None
                     self.on_committed(key)
                 elif not ack.unavailable:
                     del self.pending[key]
@@ -100,7 +109,10 @@ class StoreClient:
             entry[1] = now
             self._send(entry[0])
         self.resends += len(overdue)
-        if overdue and self.unavailable is None:  # an outage it explained is logged once
-            log.warning("the store-writer has not acknowledged %d writes; sent them again", len(overdue))
+        # An outage the store-writer explained is logged once, by on_readable.
+        if overdue and self.unavailable is None and self.silent_since is None:
+            self.silent_since = now - self.ack_timeout
+            log.warning("the store-writer has not acknowledged %d writes within %g s; sending them "
+                        "again until it does", len(overdue), self.ack_timeout)
         if self.pending:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)

@@ -58,6 +58,9 @@ FREEZE_RATE = 16.0
 RSS_SLACK_MB = 8
 RSS_PER_PENDING_WRITE_KB = 64
 RSS_SAMPLE_INTERVAL = 0.25
+# Nor do the logs: the freeze is one event, worth a few lines per process (the supervisor
+# included), not a line per resend round.
+FREEZE_LOG_LINES_PER_PROCESS = 5
 # While the same store-writer stays frozen, one more client offers FLOOD messages of
 # FLOOD_BYTES each (at most FLOOD_WINDOW unanswered): 16 MB that the router must refuse, not
 # keep — holding them would show far above the RSS bound.
@@ -388,6 +391,10 @@ def test_kill_9_of_each_process_under_a_stream_of_all_tiers_loses_nothing(tmp_pa
         assert frame_kind(stream.messages[victim_job].final) == "reply", stream.messages[victim_job].final
     slow = {name: round(seconds, 2) for name, seconds in recovery.items() if seconds > RECOVERY_PROMISE}
     assert not slow, f"full health took longer than {RECOVERY_PROMISE:g} s after: {slow}"
+    # Containers of killed pool-managers were removed by the next one; the last one removes
+    # its own at stop: none is left behind.
+    system.stop()
+    assert system.engine.containers.list(all=True, filters={"label": f"warmwire.home={system.label}"}) == []
 
 
 class MemoryWatch:
@@ -472,6 +479,7 @@ def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp
     frozen = system.service("store-writer")
     created = psutil.Process(frozen["pid"]).create_time()
     busy_before = stream.tally.frames["busy"]
+    log_lines = len(system.logs().splitlines())
     os.kill(frozen["pid"], signal.SIGSTOP)
     frozen_at = time.monotonic()
     flooded: Counter = Counter()
@@ -482,6 +490,7 @@ def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp
     memory.watch("frozen", FREEZE_SECONDS - (time.monotonic() - frozen_at))
     if same_process(frozen["pid"], created):
         os.kill(frozen["pid"], signal.SIGCONT)
+    freeze_log = system.logs().splitlines()[log_lines:]
     wait_for(system.healthy, RECOVERY_DEADLINE, "every service to be healthy after the freeze")
     busy_during = stream.tally.frames["busy"] - busy_before
     stream.finals_after(30, 60, "the stream to flow again after the freeze")
@@ -492,7 +501,8 @@ def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp
     writer = system.service("store-writer")
     growth = {name: round(memory.growth_mb(name, ("frozen", "after")), 1) for name in memory.peak_mb["before"]}
     figures.append(f"store-writer frozen {FREEZE_SECONDS:g} s ({outcome}): {describe(stream.tally)}, "
-                   f"busy during the freeze {busy_during}, lost {storage['lost']}, duplicates {storage['duplicates']}")
+                   f"busy during the freeze {busy_during}, lost {storage['lost']}, duplicates {storage['duplicates']}, "
+                   f"log lines during the freeze {len(freeze_log)}")
     figures.append(f"store-writer frozen ({outcome}): router writes waiting at most {max(memory.pending_writes)} "
                    f"(limit {PENDING_LIMIT} for new messages); flood of {FLOOD if flooded else 0} x "
                    f"{FLOOD_BYTES} B answered {dict(flooded)}; RSS growth MB {growth}; RSS before MB "
@@ -503,6 +513,8 @@ def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp
     else:
         assert writer["pid"] == frozen["pid"] and writer["restarts"] == 0, writer
     assert busy_during > 0, "the clients were never told the router is busy"
+    processes = len(system.status()["services"]) + 1
+    assert len(freeze_log) <= FREEZE_LOG_LINES_PER_PROCESS * processes, "\n".join(freeze_log)
     if outcome == "resumed":
         assert flooded == {"busy": FLOOD}, flooded
     router_bound = RSS_SLACK_MB + PENDING_LIMIT * RSS_PER_PENDING_WRITE_KB / 1024
