@@ -40,10 +40,14 @@ class Endpoints(_Section):
     search: str
     pool: str
     supervisor: str
+    allow_network: bool
 
 
 class Router(_Section):
     frontend: str
+    curve_secret_key_file: str
+    curve_authorized_keys: str
+    allow_insecure: bool
     max_frame_bytes: int
     hard_frame_bytes: int
     frontend_hwm: int
@@ -79,6 +83,8 @@ class Supervisor(_Section):
 
 class Client(_Section):
     timeout: float
+    curve_server_key_file: str
+    curve_secret_key_file: str
 
 
 class Search(_Section):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +27,23 @@ def ensure_run_dir(run_dir: Path) -> None:
         os.chmod(run_dir, RUN_DIR_MODE)
 
 
+def is_local(endpoint: str) -> bool:
+    """Reachable from this machine only: ipc, inproc, or tcp on a loopback address.
+    Anything else (``*``, 0.0.0.0, a host name, an interface) counts as the network."""
+    transport, _, address = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_ipc(endpoint: str) -> None:
     if endpoint.startswith("ipc://") and len(endpoint) - len("ipc://") > IPC_PATH_MAX:
         raise ValueError(
@@ -33,7 +52,24 @@ def _check_ipc(endpoint: str) -> None:
         )
 
 
-def _socket(ctx: zmq.Context, kind: int, hwm: int | None, options: dict[int, int] | None) -> zmq.Socket:
+def check_private_folder(endpoint: str) -> None:
+    """A socket file can be connected to by whoever can enter its folder, so a bound ipc
+    endpoint must sit in a folder only this user can enter (created so when missing)."""
+    path = endpoint[len("ipc://"):]
+    if path.startswith("@"):
+        raise ValueError(f"refusing to bind {endpoint}: an abstract socket has no folder, "
+                         "so every local user could connect to it")
+    folder = Path(path).parent
+    folder.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ValueError(
+            f"refusing to bind {endpoint}: other users can enter {folder} (owner uid "
+            f"{info.st_uid}, mode {stat.filemode(info.st_mode)}); put the socket in a folder "
+            "only you can enter (mode 0700)")
+
+
+def _socket(ctx: zmq.Context, kind: int, hwm: int | None, options: dict[int, int | bytes] | None) -> zmq.Socket:
     """hwm sets both directions; options (e.g. a one-way high-water mark) come after it."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
@@ -47,10 +83,12 @@ def _socket(ctx: zmq.Context, kind: int, hwm: int | None, options: dict[int, int
 
 def bind_router(
     ctx: zmq.Context, endpoint: str, *, hwm: int | None = None,
-    max_msg_size: int | None = None, options: dict[int, int] | None = None,
+    max_msg_size: int | None = None, options: dict[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     """A ROUTER that raises instead of dropping a reply to an unknown or unreachable peer."""
     _check_ipc(endpoint)
+    if endpoint.startswith("ipc://"):
+        check_private_folder(endpoint)
     sock = _socket(ctx, zmq.ROUTER, hwm, options)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     if max_msg_size is not None:
@@ -64,7 +102,7 @@ def bind_router(
 
 def connect_dealer(
     ctx: zmq.Context, endpoint: str, *, identity: bytes | None = None,
-    options: dict[int, int] | None = None,
+    options: dict[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     _check_ipc(endpoint)
     sock = _socket(ctx, zmq.DEALER, None, options)

@@ -1,4 +1,4 @@
-"""warmwire's command line: run (default), status, chat, learn. ``./run.sh`` calls this."""
+"""warmwire's command line: run (default), status, chat, learn, keys. ``./run.sh`` calls this."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 
 from proto.config import ConfigError, load
 
-from .commands import chat, learn, run, status
+from .commands import chat, keys, learn, run, status
 
-COMMANDS = {"run": run, "status": status, "chat": chat, "learn": learn}
+COMMANDS = {"run": run, "status": status, "chat": chat, "learn": learn, "keys": keys}
 
 
 def main(argv: list[str] | None = None) -> int:

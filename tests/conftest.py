@@ -47,10 +47,13 @@ def free_port() -> int:
 class Client:
     """A wire-protocol client written against the README, with plain msgpack maps."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, options: dict | None = None) -> None:
+        """options: socket options set before connecting (e.g. CurveZMQ keys)."""
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        for option, value in (options or {}).items():
+            self.sock.setsockopt(option, value)
         self.sock.connect(endpoint)
 
     def send_raw(self, data: bytes) -> None:
@@ -118,8 +121,8 @@ class Warmwire:
         status = self.status()
         return bool(status["services"]) and all(s["state"] == "healthy" for s in status["services"])
 
-    def client(self) -> Client:
-        client = Client(self.frontend)
+    def client(self, endpoint: str | None = None, options: dict | None = None) -> Client:
+        client = Client(endpoint or self.frontend, options)
         self.clients.append(client)
         return client
 

@@ -3,6 +3,7 @@
 import zmq
 
 from proto.config import Config
+from proto.curve import frontend_options
 from proto.loop import EventLoop
 from proto.service import run_service
 from proto.sockets import bind_router, connect_dealer
@@ -15,7 +16,8 @@ POOL_IDENTITY = b"router"
 
 def build(config: Config, ctx, loop: EventLoop) -> Router:
     frontend = bind_router(ctx, config.router.frontend, hwm=config.router.frontend_hwm,
-                           max_msg_size=config.router.hard_frame_bytes)
+                           max_msg_size=config.router.hard_frame_bytes,
+                           options=frontend_options(config, ctx, loop))
     store = connect_dealer(ctx, config.endpoint("store"))
     # A fixed identity: the pool-manager's answers reach a restarted router too.
     pool = connect_dealer(ctx, config.endpoint("pool"), identity=POOL_IDENTITY, options={

@@ -13,6 +13,7 @@ import msgspec
 import zmq
 
 from proto.config import Config
+from proto.curve import CurveError, client_options
 from proto.frames import Chat, ClientOut, Codec, Notice, Reply
 from proto.sockets import connect_dealer
 
@@ -37,7 +38,12 @@ def main(config: Config, args: argparse.Namespace) -> int:
     codec = Codec(ClientOut)
     frame = Chat(id=args.id or uuid.uuid4().hex, chat=args.chat, sender=args.sender,
                  text=" ".join(args.text))
-    sock = connect_dealer(zmq.Context.instance(), config.router.frontend)
+    try:
+        options = client_options(config)
+    except CurveError as exc:
+        print(f"warmwire: {exc}", file=sys.stderr)
+        return 2
+    sock = connect_dealer(zmq.Context.instance(), config.router.frontend, options=options)
     try:
         sock.send(codec.encode(frame))
         deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from proto.config import Config
+from proto.curve import check_endpoints
 from proto.service import setup_logging
 
 from ..supervisor import AlreadyRunning, Supervisor
@@ -20,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(config: Config, args: argparse.Namespace) -> int:
     log = setup_logging("supervisor", config.log_dir)
     try:
+        # A socket other hosts could reach unprotected stops the start here, with one clear
+        # line, rather than as a router that fails again and again.
+        check_endpoints(config)
         Supervisor(config).run()
     except AlreadyRunning as exc:
         log.error("%s", exc)

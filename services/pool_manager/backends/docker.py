@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Callable
 
 import docker
@@ -25,7 +26,9 @@ from proto import ipc
 from proto.config import Config
 from proto.loop import EventLoop
 
-from .common import PROVIDER_KEY_IN_CONTAINER, container_user, home_label, provider_environment
+from .common import (
+    PROVIDER_KEY_IN_CONTAINER, container_user, home_label, provider_environment, provider_key_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,15 @@ class DockerUnavailable(Exception):
 
 
 def container_options(config: Config, image: str, agent_id: str, layout: ipc.Layout,
-                      home: str) -> dict:
-    """Arguments for docker SDK ``containers.run``: the hardening every agent gets."""
+                      home: str, provider_key: Path | None = None) -> dict:
+    """Arguments for docker SDK ``containers.run``: the hardening every agent gets.
+    provider_key: the agent's own copy of the provider's API key (mounted read-only)."""
     pool = config.pool
     uid, gid = container_user() or (os.getuid(), os.getgid())
     volumes = {str(layout.ipc_dir): {"bind": ipc.CONTAINER_IPC_DIR, "mode": "rw"},
                str(layout.key_file): {"bind": ipc.CONTAINER_KEY_FILE, "mode": "ro"}}
-    if config.agents.provider != "offline" and config.agents.api_key_file:
-        volumes[config.agents.api_key_file] = {"bind": PROVIDER_KEY_IN_CONTAINER, "mode": "ro"}
+    if provider_key is not None:
+        volumes[str(provider_key)] = {"bind": PROVIDER_KEY_IN_CONTAINER, "mode": "ro"}
     return dict(
         image=image, name=agent_id, detach=True, user=f"{uid}:{gid}",
         read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
@@ -102,8 +106,10 @@ class DockerBackend:
                 self.loop.call_soon_threadsafe(lambda agent_id=agent_id, why=why: self.on_exit(agent_id, why))
 
     def start(self, agent) -> None:
+        # As root, the container's user is not the owner of the user's key file (0600).
+        key = provider_key_copy(self.config, agent.layout.root, container_user())
         agent.handle = self.client.containers.run(
-            **container_options(self.config, self.config.pool.image, agent.id, agent.layout, self.home))
+            **container_options(self.config, self.config.pool.image, agent.id, agent.layout, self.home, key))
 
     def watch(self, agent) -> None:
         pass  # exits arrive through the event stream
