@@ -61,7 +61,7 @@ class WarmPool:
         ensure_run_dir(self.agents_dir)  # every agent's key and IPC files: owner-only
         left = self.backend.remove_leftovers()
         if left:
-            log.warning("removed %d agent containers left by an earlier run", left)
+            log.warning("removing %d agent containers left by an earlier run", left)
         self.fill()
 
     def _unassigned_warming(self) -> int:
