@@ -92,6 +92,21 @@ def test_every_ipc_socket_folder_is_owner_only_even_when_configured_elsewhere(ho
 
 # ------------------------------------------------------------------ the frontend's policy
 
+@pytest.mark.slow
+def test_a_frontend_on_an_ipc_socket_serves_only_its_owner(home, make_env):
+    """Loopback tcp is open to every local user; an ipc frontend in the 0700 run folder is not."""
+    frontend = f"ipc://{home}/run/frontend.sock"
+    system = Warmwire(home, make_env(WARMWIRE_FRONTEND=frontend))
+    system.start()
+    try:
+        assert system.client().ask("hello")["type"] == "reply"
+        chat = system.cli("chat", "thanks")
+        assert chat.returncode == 0, chat.stderr
+        assert (home / "run").stat().st_mode & 0o777 == 0o700
+    finally:
+        system.stop()
+
+
 def test_by_default_the_frontend_is_on_loopback():
     config = load({})
     assert config.router.frontend == "tcp://127.0.0.1:7400" and is_local(config.router.frontend)
