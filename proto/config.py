@@ -147,6 +147,7 @@ class Pool(_Section):
     sweep_interval: float
     max_agent_files: int
     max_file_mb: int
+    max_progress_per_job: int
     memory: str
     pids: int
     cpus: float

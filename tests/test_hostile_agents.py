@@ -10,10 +10,10 @@ agent was refused and replaced, and that other chats kept being answered by thei
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
+import docker.errors
 import psutil
 import pytest
 
@@ -27,11 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 READY_DEADLINE = 30.0
 REPLACED_DEADLINE = 20.0
 MB = 1 << 20
-FLOOD_FILES = 100_000
 # The pool-manager's growth allowed while an agent floods or writes 1 GB: it must not read
 # what it refuses (the cap it reads is 1 MB) nor keep a list of a flood.
 RSS_GROWTH_LIMIT = 40 * MB
-LINKS_PER_FILE = 50_000
 
 
 def start_system(backend: str, home: Path, **extra: str) -> Warmwire:
@@ -50,11 +48,6 @@ def system(request, tmp_path_factory):
     system = start_system(request.param, tmp_path_factory.mktemp(f"hostile-{request.param}"))
     yield system
     system.stop()
-
-
-def docker_only(system: Warmwire) -> None:
-    if system.backend != "docker":
-        pytest.skip("needs a container: the local backend is a process sandbox only")
 
 
 def agent_number(root: Path) -> int:
@@ -126,7 +119,7 @@ def test_symlinks_and_dotdot_out_of_the_folder_are_refused(system, tmp_path):
     bystander, _ = bound_chat(system, "bystander-links")
     host_file = tmp_path / "host-file.json"
     host_file.write_text("host data")
-    for attack in ("symlink", "dotdot", "swap-out"):
+    for attack in ("symlink", "dotdot", "into-in", "swap-out"):
         retired = pool(system)["pool"]["retired"]
         root = ready_agent(system)
         out = ipc.layout(root).from_agent
@@ -134,6 +127,8 @@ def test_symlinks_and_dotdot_out_of_the_folder_are_refused(system, tmp_path):
             os.symlink(host_file, out / "0000000005-result.json")
         elif attack == "dotdot":  # out/../escape.json lands beside in/ and out/
             (out / ".." / "escape.json").write_text("{}")
+        elif attack == "into-in":  # a job file the host never wrote
+            (out / ".." / "in" / "0000000001-job.json").write_text("{}")
         else:  # out/ itself replaced by a link to a host folder
             os.rename(out, root / "ipc" / "old-out")
             os.symlink(tmp_path, out)
@@ -141,6 +136,7 @@ def test_symlinks_and_dotdot_out_of_the_folder_are_refused(system, tmp_path):
         assert host_file.read_text() == "host data"  # never followed, written or removed
     logs = system.logs()
     assert "is a symlink" in logs and "escape.json: written beside in/ and out/" in logs
+    assert "in/0000000001-job.json: the host did not write it" in logs and "old-out: made a folder" in logs
     still_served(system, "bystander-links", bystander)
 
 
@@ -173,41 +169,71 @@ def job_state(system: Warmwire, message_id: str) -> str | None:
 
 
 def frozen(system: Warmwire, root: Path):
-    """Freeze the agent's runner (as if it were busy), so the test answers in its place."""
+    """Freeze the agent's runner (as if it were busy), so the test answers in its place.
+    Thawing an agent that was removed meanwhile does nothing."""
     if system.backend == "docker":
         container = container_of(system, root)
-        return container.pause, container.unpause
-    runner = next(p for p in agent_processes(system) if str(root) in p.environ()["WARMWIRE_IPC_DIR"])
-    return runner.suspend, runner.resume
+        freeze, thaw, gone = container.pause, container.unpause, docker.errors.APIError
+    else:
+        runner = next(p for p in agent_processes(system) if str(root) in p.environ()["WARMWIRE_IPC_DIR"])
+        freeze, thaw, gone = runner.suspend, runner.resume, psutil.NoSuchProcess
+
+    def thaw_if_there() -> None:
+        try:
+            thaw()
+        except gone:
+            pass
+    return freeze, thaw_if_there
+
+
+def answer_as_agent(system: Warmwire, root: Path, chat: str, write) -> list[dict]:
+    """Send a message to the chat's frozen agent, answer it with write(writer, message id)
+    as the agent, and return every frame the client got for it, the final one last."""
+    client = system.client()
+    message_id = client.send(FULL_MESSAGE + " (answered by a hostile agent)", chat=chat)
+    wait_for(lambda: job_state(system, message_id) == "running", 10, "the job to reach the agent")
+    with ipc.Writer(ipc.layout(root).from_agent, ipc.Secret.from_file(root / ipc.KEY_FILE), chat=chat) as agent:
+        write(agent, message_id)
+    frames = []
+    while not frames or frames[-1]["id"] != message_id or frames[-1].get("kind") in ("queued", "progress"):
+        frames.append(client.recv())
+    return [frame for frame in frames if frame["id"] == message_id]
 
 
 def test_a_signed_result_with_hostile_fields_is_answered_without_harm(system):
-    """The agent holds its key, so it can sign any JSON: wrong types and huge numbers."""
-    client = system.client()
+    """The agent holds its key, so it can sign any JSON: wrong types, huge numbers, a flood of
+    progress, an error text that forges log lines."""
     chat = "carol-hostile-usage"
     container, root = bound_chat(system, chat)
-    secret = ipc.Secret.from_file(root / ipc.KEY_FILE)
     pid = pool_manager(system).pid
     freeze, thaw = frozen(system, root)
     freeze()
     try:
         for usage in ({"input_tokens": "lots", "output_tokens": [1]}, {"input_tokens": 10 ** 30},
                       {"prompt_tokens": -5, "output_tokens": 1e308}):
-            message_id = client.send(FULL_MESSAGE + f" {usage}", chat=chat)
-            wait_for(lambda: job_state(system, message_id) == "running", 10, "the job to reach the agent")
-            with ipc.Writer(ipc.layout(root).from_agent, secret, chat=chat) as agent:
-                agent.write("result", message_id, {"text": "hostile usage", "agent": {"x": 1}, "usage": usage})
-            while (frame := client.recv())["id"] != message_id or frame.get("kind") in ("queued", "progress"):
-                pass
-            assert frame["type"] == "reply" and frame["text"] == "hostile usage", frame
+            frames = answer_as_agent(system, root, chat, lambda agent, job: agent.write(
+                "result", job, {"text": "hostile usage", "agent": {"x": 1}, "usage": usage}))
+            assert frames[-1]["type"] == "reply" and frames[-1]["text"] == "hostile usage", frames[-1]
+
+        def spam(agent, job):
+            for n in range(50):
+                agent.write("progress", job, {"stage": f"step {n} " + "x" * 10_000})
+            agent.write("error", job, {"error": "boom\n2026-01-01 00:00:00,000 router ERROR FORGED LOG LINE" * 100})
+        frames = answer_as_agent(system, root, chat, spam)
     finally:
         thaw()
+    progress = [frame for frame in frames if frame.get("kind") == "progress"]
+    assert len(progress) <= load({}).pool.max_progress_per_job and all(len(f["text"]) < 400 for f in progress)
+    assert frames[-1]["kind"] == "error" and "\n" not in frames[-1]["text"] and len(frames[-1]["text"]) < 400
+    assert "\n2026-01-01 00:00:00,000 router ERROR FORGED" not in system.logs()
+    # The error retired carol's agent: her next message goes to a fresh one.
+    reply = system.client().ask(FULL_MESSAGE, chat=chat)
+    assert reply["type"] == "reply" and job_container(system, reply["id"]) != container
     assert pool_manager(system).pid == pid and system.service("pool-manager")["restarts"] == 0
     with system.db() as db:
         tokens = db.execute("SELECT input_tokens, output_tokens FROM usage WHERE job_id IN "
                             "(SELECT id FROM jobs WHERE chat = ?)", (chat,)).fetchall()
     assert all(0 <= count < 2 ** 63 for row in tokens for count in row), tokens
-    still_served(system, chat, container)
 
 
 def test_a_1_gb_file_is_refused_unread(system):
@@ -218,15 +244,13 @@ def test_a_1_gb_file_is_refused_unread(system):
     root = ready_agent(system)
     out = ipc.layout(root).from_agent
     if system.backend == "docker":
-        # Written for real inside the container: the kernel's file-size cap stops it.
-        result = as_agent(system, root, "dd if=/dev/zero of=/ipc/out/0000000009-result.json bs=1M count=1024")
-        assert result.exit_code != 0, result.output
-        try:
-            written = os.stat(out / "0000000009-result.json").st_size
-        except FileNotFoundError:  # already refused and its agent deleted
-            written = 0
-        print(f"\n[1 GB] dd inside the container stopped at {written // MB} MB: {result.output[-80:]!r}")
-        assert written <= load({}).pool.max_file_mb * MB
+        # Written for real inside the container (under a temporary name, which the reader
+        # leaves alone until it is renamed): the kernel's file-size cap stops it.
+        result = as_agent(system, root, "dd if=/dev/zero of=/ipc/out/.big.tmp bs=1M count=1024")
+        written = os.stat(out / ".big.tmp").st_size
+        print(f"\n[1 GB] dd inside the container stopped at {written // MB} MB: {result.output[-40:]!r}")
+        assert result.exit_code != 0 and written == load({}).pool.max_file_mb * MB
+        as_agent(system, root, "mv /ipc/out/.big.tmp /ipc/out/0000000009-result.json")
     else:
         with open(out / ".big.tmp", "wb") as big:  # sparse: a 1 GB file at no disk cost
             big.truncate(1 << 30)
@@ -235,54 +259,3 @@ def test_a_1_gb_file_is_refused_unread(system):
     assert process.memory_info().rss - baseline < RSS_GROWTH_LIMIT
     assert "bytes > cap" in system.logs() or "larger than cap" in system.logs()
     still_served(system, "bystander-big", bystander)
-
-
-def test_a_flood_of_100000_files_neither_stalls_nor_bloats_the_pool_manager(system):
-    """100,000 files appear at once (a folder renamed in), then an agent floods file by file
-    from inside its container; meanwhile another chat is answered and the pool-manager's
-    memory stays flat. Docker only: the reader is the same for both backends, and only a
-    container is killed together with the flood it runs."""
-    docker_only(system)
-    bystander, _ = bound_chat(system, "bystander-flood")
-    process = pool_manager(system)
-    baseline = process.memory_info().rss
-    peak = [baseline]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    staging = system.home / "agents" / "staging"
-    staging.mkdir()
-    for n in range(FLOOD_FILES):
-        # Hard links (each name is an entry all the same) are made 3 times faster than files
-        # here; ext4 allows 65,000 links to one file.
-        name = staging / f"{n:010d}-result.json"
-        if n % LINKS_PER_FILE:
-            os.link(staging / f"{n - n % LINKS_PER_FILE:010d}-result.json", name)
-        else:
-            name.touch()
-    retired = pool(system)["pool"]["retired"]
-    root = ready_agent(system)
-    started = time.monotonic()
-    os.rename(staging, ipc.layout(root).from_agent / "flood")
-    still_served(system, "bystander-flood", bystander)
-    answered_after = time.monotonic() - started
-    wait_replaced(system, root, retired)
-    retired = pool(system)["pool"]["retired"]
-    root = ready_agent(system)
-    flood = as_agent(system, root, f"i=0; while [ $i -lt {FLOOD_FILES} ]; do : > /ipc/out/.f$i; i=$((i+1)); done; echo $i")
-    wait_replaced(system, root, retired)
-    assert flood.output.strip() != str(FLOOD_FILES).encode()  # cut short: its container was removed
-    stop.set()
-    sampler.join()
-    print(f"\n[flood] {FLOOD_FILES} files at once: bystander answered {answered_after:.2f} s later; "
-          f"a flood inside the container was cut short (exit {flood.exit_code}); "
-          f"pool-manager RSS {baseline // MB} MB -> peak {peak[0] // MB} MB")
-    assert peak[0] - baseline < RSS_GROWTH_LIMIT
-    assert system.service("pool-manager")["restarts"] == 0
-    assert system.logs().count("rejected a file from agent") <= 20  # a line per agent, not per file

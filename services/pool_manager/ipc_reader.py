@@ -104,10 +104,12 @@ class IpcReader:
     def _broken(self, agent, where: str, event) -> ipc.IpcError | None:
         """What an event shows the agent did against the protocol, if anything."""
         shown = ipc.safe_name(event.name, agent.secret)
+        if where != ROOT:
+            shown = f"{where}/{shown}"
         if event.mask & IGNORED:
             return ipc.OutsideFolder(f"ipc folder {where}/ was removed or replaced")
         if event.mask & ISDIR:
-            return ipc.OutsideFolder(f"ipc entry {where}/{shown}: made a folder")
+            return ipc.OutsideFolder(f"ipc entry {shown}: made a folder")
         if where == ROOT:
             return ipc.OutsideFolder(f"ipc entry {shown}: written beside in/ and out/")
         if not event.mask & CREATE:
@@ -115,7 +117,7 @@ class IpcReader:
         if where == IN:
             agent.entries_in += 1
             if agent.entries_in > agent.files_sent:
-                return ipc.OutsideFolder(f"ipc entry in/{shown}: the host did not write it")
+                return ipc.OutsideFolder(f"ipc entry {shown}: the host did not write it")
             return None
         agent.entries += 1
         return self._flooded(agent, agent.entries)

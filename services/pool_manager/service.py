@@ -33,6 +33,13 @@ MAX_ATTEMPTS = 2
 PER_MILLION = 1_000_000
 # Token counts an agent reports are believed only within this range (SQLite's integers).
 MAX_TOKENS = 2 ** 63 - 1
+# An agent's error or progress text reaches log lines and users: one line, this long at most.
+AGENT_NOTE_CHARS = 300
+
+
+def _agent_note(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= AGENT_NOTE_CHARS else text[:AGENT_NOTE_CHARS] + "..."
 
 
 def _tokens(usage: dict, *names: str) -> int:
@@ -45,7 +52,7 @@ def _tokens(usage: dict, *names: str) -> int:
 
 
 class ActiveJob:
-    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received")
+    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress")
 
     def __init__(self, job: Job, peer: bytes) -> None:
         self.job = job
@@ -54,6 +61,7 @@ class ActiveJob:
         self.attempts = 0
         self.timer: Timer | None = None
         self.received = time.monotonic()
+        self.progress = 0  # progress notices passed on to the user
 
 
 class PoolManager:
@@ -178,12 +186,14 @@ class PoolManager:
         elif active is None or active.agent is not agent:
             log.warning("agent %s wrote %s for a job it is not running", agent.id, message.kind)
         elif message.kind == "progress":
-            self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
-                                                text=str(message.payload.get("stage", "working"))))
+            if active.progress < self.config.pool.max_progress_per_job:  # no spamming the user
+                active.progress += 1
+                self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
+                                                    text=_agent_note(message.payload.get("stage", "working"))))
         elif message.kind == "result":
             self._finish(active, result=message.payload, written_at=message.ts)
         elif message.kind == "error":
-            self._finish(active, error=str(message.payload.get("error", "the agent failed")))
+            self._finish(active, error=_agent_note(message.payload.get("error", "the agent failed")))
 
     def _on_rejected(self, agent: Agent, error: ipc.IpcError) -> None:
         """The runner writes only signed, well-formed files: anything else means the agent is
