@@ -48,6 +48,7 @@ class Router(_Section):
     curve_secret_key_file: str
     curve_authorized_keys: str
     allow_insecure: bool
+    refused_log_interval: float
     max_frame_bytes: int
     hard_frame_bytes: int
     frontend_hwm: int

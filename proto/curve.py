@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -137,7 +138,8 @@ def frontend_options(config: Config, ctx: zmq.Context, loop) -> dict[int, int | 
             log.warning("serving %s unencrypted and unauthenticated (router.allow_insecure)",
                         config.router.frontend)
         return {}
-    zap = ZapHandler(ctx, keys.authorized)  # bound before the frontend, as libzmq requires
+    # Bound before the frontend, as libzmq requires.
+    zap = ZapHandler(ctx, keys.authorized, config.router.refused_log_interval)
     loop.add_reader(zap.socket, zap.on_readable)
     log.info("frontend %s: CurveZMQ, clients authorized by %s", config.router.frontend, keys.authorized)
     return server_options(keys)
@@ -162,9 +164,11 @@ class ZapHandler:
     authorized folder is let in; anyone else is refused (and the socket never sees them).
     Bind it before the curve socket binds, in the same context."""
 
-    def __init__(self, ctx: zmq.Context, authorized: Path) -> None:
+    def __init__(self, ctx: zmq.Context, authorized: Path, log_interval: float) -> None:
         self.authorized = authorized
-        self.refused = 0
+        self.log_interval = log_interval
+        self.unlogged = 0
+        self.log_at = 0.0
         self.socket = ctx.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(ZAP_ENDPOINT)
@@ -192,11 +196,19 @@ class ZapHandler:
             known = set()
         if mechanism == b"CURVE" and credentials and credentials[0] in known:
             return [ZAP_VERSION, request_id, b"200", b"OK", z85.encode(credentials[0]), b""]
-        self.refused += 1
-        log.warning("refused a client from %s: %s", address.decode(errors="replace"),
-                    "its key is not authorized" if mechanism == b"CURVE" else
-                    f"{mechanism.decode(errors='replace')} is not allowed")
+        self._log_refusal(address.decode(errors="replace"),
+                          "its key is not authorized" if mechanism == b"CURVE" else
+                          f"{mechanism.decode(errors='replace')} is not allowed")
         return [ZAP_VERSION, request_id, b"400", b"not authorized", b"", b""]
+
+    def _log_refusal(self, address: str, reason: str) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now >= self.log_at:
+            log.warning("refused %d client(s) since the last such line; the last from %s: %s",
+                        self.unlogged, address, reason)
+            self.unlogged = 0
+            self.log_at = now + self.log_interval
 
     def close(self) -> None:
         self.socket.close()

@@ -69,7 +69,8 @@ def check_private_folder(endpoint: str) -> None:
             "only you can enter (mode 0700)")
 
 
-def _socket(ctx: zmq.Context, kind: int, hwm: int | None, options: dict[int, int | bytes] | None) -> zmq.Socket:
+def _socket(ctx: zmq.Context, kind: int, hwm: int | None,
+            options: dict[int, int | bytes] | None) -> zmq.Socket:
     """hwm sets both directions; options (e.g. a one-way high-water mark) come after it."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, LINGER_MS)

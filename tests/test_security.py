@@ -14,11 +14,15 @@ from pathlib import Path
 import msgspec
 import pytest
 import zmq
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from conftest import REPO, Warmwire, free_port, wait_for
 from proto.config import load
-from proto.curve import CurveError, check_endpoints, frontend_options, frontend_policy, load_pair, load_public
+from proto.curve import (
+    CurveError, ZapHandler, check_endpoints, create_keys, frontend_options, frontend_policy, load_pair,
+    load_public,
+)
 from proto.loop import EventLoop
 from proto.sockets import bind_router, is_local
 
@@ -219,6 +223,29 @@ def test_the_frontend_socket_is_a_curve_server_with_zap(home, make_env):
         ctx.destroy(linger=0)
 
 
+@pytest.mark.hostile
+def test_zap_admits_authorized_keys_only_and_a_flood_of_refusals_is_one_log_line(tmp_path, caplog):
+    authorized = tmp_path / "authorized"
+    public_file, _ = create_keys(authorized, "laptop")
+    known = z85.decode(load_public(public_file))
+    ctx = zmq.Context()
+    zap = ZapHandler(ctx, authorized, log_interval=3600)
+    try:
+        def ask(mechanism: bytes, *credentials: bytes) -> list[bytes]:
+            return zap.answer([b"1.0", b"7", b"warmwire", b"10.0.0.9", b"", mechanism, *credentials])
+        assert ask(b"CURVE", known)[2:5] == [b"200", b"OK", z85.encode(known)]
+        for _ in range(100):
+            assert ask(b"CURVE", os.urandom(32))[2] == b"400"
+        assert ask(b"NULL")[2] == b"400" and ask(b"PLAIN", b"user", b"password")[2] == b"400"
+        assert zap.answer([b"1.0"])[2] == b"400"
+    finally:
+        zap.close()
+        ctx.term()
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals == ["refused 1 client(s) since the last such line; the last from 10.0.0.9: "
+                        "its key is not authorized"]
+
+
 # ------------------------------------------------------------------ curve on real processes
 
 @pytest.fixture(scope="module")
@@ -319,7 +346,7 @@ def test_a_client_with_an_unknown_key_is_refused_by_zap(curve_system):
                 zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret}
     intruder, event = handshake(curve_system, stranger)
     assert event == FAILED_AUTH
-    wait_for(lambda: "refused a client from 127.0.0.1: its key is not authorized"
+    wait_for(lambda: "the last from 127.0.0.1: its key is not authorized"
              in curve_system.logs(), 10, "the router to log the refusal")
     assert_shut_out(curve_system, intruder, "let me in")
 

@@ -37,6 +37,7 @@ from test_pool import docker_engine, labelled_containers
 pytestmark = pytest.mark.slow
 ANSWER_DEADLINE = 60.0
 PROVOKE_401 = "provoke-401"
+PROVIDER_REFUSES = f"Please analyse this and {PROVOKE_401}: why does my build fail on line 7?"
 # Files that are meant to hold a secret (and are themselves owner-only).
 SECRET_FILES = ("ipc.key", "provider.key", "server.key_secret", "client.key_secret")
 
@@ -221,7 +222,8 @@ def test_agent_folders_are_private_to_warmwire_and_the_agent(system):
     agent_uid = 10001 if os.geteuid() == 0 and system.backend == "docker" else os.geteuid()
     for root in agents.iterdir():
         assert root.stat().st_mode & 0o777 == 0o700 and root.stat().st_uid == os.geteuid()
-        for key in (root / "ipc.key", root / "provider.key") if system.backend == "docker" else (root / "ipc.key",):
+        keys = ("ipc.key", "provider.key") if system.backend == "docker" else ("ipc.key",)
+        for key in (root / name for name in keys):
             assert key.stat().st_mode & 0o777 == 0o400 and key.stat().st_uid == agent_uid, key
         for folder in (root / "ipc", root / "ipc" / "in", root / "ipc" / "out"):
             info = folder.stat()
@@ -236,7 +238,7 @@ def test_no_secret_leaves_in_a_log_frame_row_or_status(system):
     for text in ("hello!", "remember that the boat is called Wavelet",
                  "search boat", "how many legs does a spider have?",
                  "Please debug this Python traceback: KeyError 'port' in parse_config() line 42",
-                 f"Please analyse this and {PROVOKE_401}: why does my build fail on line 7?",
+                 PROVIDER_REFUSES,
                  "/status", "/cost"):
         message_id = client.send(text, chat="secrets")
         answers[text] = final_frame(client, message_id, frames)
@@ -247,7 +249,7 @@ def test_no_secret_leaves_in_a_log_frame_row_or_status(system):
     assert system.provider.answered >= 2 and set(system.provider.keys_seen) == {system.provider.key}, \
         [frame.get("text") for frame in answers.values()]
     assert "the model says: fine" in answers["how many legs does a spider have?"]["text"]
-    assert "HTTP 401" in answers[f"Please analyse this and {PROVOKE_401}: why does my build fail on line 7?"]["text"]
+    assert "HTTP 401" in answers[PROVIDER_REFUSES]["text"]
     # Rejected frames: not MessagePack, a wrong field, over the size limit.
     for bad in (b"\xc1garbage", msgspec.msgpack.encode({"type": "chat", "id": 1}),
                 msgspec.msgpack.encode({"type": "chat", "id": "big", "chat": "c", "sender": "s",
