@@ -45,6 +45,7 @@ class StoreWriter:
         self.checkpoint_after_idle = checkpoint_after_idle
         self.retry_interval = retry_interval
         self.checkpoint_timer = None
+        self.checkpoint_error: str | None = None
         self.last_commit = 0.0
         self.decoder = Codec(StoreIn)
         self.encoder = Codec(StoreOut)
@@ -207,14 +208,19 @@ class StoreWriter:
             self.checkpoint_timer = self.loop.call_at(resume_at, self._checkpoint_when_idle)
             return
         self.checkpoint_timer = None
-        if self.conn is None:
-            return
+        if self.conn is None or self.unwritable is not None:
+            return  # the next commit, once writes work again, brings the checkpoint back
         try:
             checkpoint(self.conn)
-            self.checkpoints += 1
         except sqlite3.Error as exc:
-            if not self._cannot_write(exc):
+            # Writes may still fit in the WAL (a full disk): only a failing write refuses
+            # them. The same error again is not logged again.
+            if str(exc) != self.checkpoint_error:
                 log.error("checkpoint failed: %s", exc)
+            self.checkpoint_error = str(exc)
+            return
+        self.checkpoints += 1
+        self.checkpoint_error = None
 
     def _send(self, peer: bytes, frame: Committed | StoreError) -> None:
         try:
