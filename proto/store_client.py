@@ -9,7 +9,8 @@ once.
 When the store-writer cannot write at all (a full disk, a read-only folder), it says so
 (``StoreError.unavailable``): a write made ``refusable`` (a new message, which its user can
 send again) is dropped and handed to ``on_refused``; any other write (an answer to a message
-already stored, a job's state) stays pending and is sent again until it is committed.
+already stored, a job's state) stays pending and is sent again until it is committed
+(``on_kept`` hears of it once, so that whoever waits for it can be told).
 """
 
 from __future__ import annotations
@@ -31,16 +32,19 @@ class StoreClient:
     def __init__(self, socket: zmq.Socket, loop: EventLoop, ack_timeout: float,
                  on_committed: Callable[[str], None],
                  on_failed: Callable[[str, str], None],
-                 on_refused: Callable[[str, str], None] | None = None) -> None:
+                 on_refused: Callable[[str, str], None] | None = None,
+                 on_kept: Callable[[str, str], None] | None = None) -> None:
         self.socket = socket
         self.loop = loop
         self.ack_timeout = ack_timeout
         self.on_committed = on_committed
         self.on_failed = on_failed
         self.on_refused = on_refused or on_failed
+        self.on_kept = on_kept
         self.codec = Codec(StoreIn)
         self.acks = Codec(StoreOut)
-        self.pending: dict[str, list[Any]] = {}  # key -> [payload, sent_at, refusable]
+        # key -> [payload, sent_at, refusable, kept (on_kept was called)]
+        self.pending: dict[str, list[Any]] = {}
         self.retry_timer: Timer | None = None
         self.resends = 0
         # Why the store-writer last said it cannot write; None once it commits again.
@@ -63,7 +67,7 @@ class StoreClient:
     def write(self, frame: Any, refusable: bool = False) -> None:
         """Send a store frame; its ``key`` is what the acknowledgement will name."""
         payload = self.codec.encode(frame)
-        self.pending[frame.key] = [payload, time.monotonic(), refusable]
+        self.pending[frame.key] = [payload, time.monotonic(), refusable, False]
         self._send(payload)
         if self.retry_timer is None:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)
@@ -94,11 +98,14 @@ class StoreClient:
                 elif entry[2]:
                     del self.pending[key]
                     self.on_refused(key, ack.error)
-                elif self.unavailable is None:
-                    # Kept, and sent again by the retry timer until it can be written.
-                    self.unavailable = ack.error
-                    log.warning("the store-writer cannot write (%s); keeping writes and sending "
-                                "them again until it can", ack.error)
+                else:  # kept, and sent again by the retry timer until it can be written
+                    if self.unavailable is None:
+                        self.unavailable = ack.error
+                        log.warning("the store-writer cannot write (%s); keeping writes and "
+                                    "sending them again until it can", ack.error)
+                    if not entry[3] and self.on_kept is not None:
+                        entry[3] = True
+                        self.on_kept(key, ack.error)
 
     def _retry(self) -> None:
         """Send again every write whose acknowledgement is overdue."""

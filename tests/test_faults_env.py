@@ -13,20 +13,30 @@ import errno
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
+import zmq
 
-from conftest import ANSWER_DEADLINE, START_DEADLINE, Client, Warmwire, wait_for
+from conftest import ANSWER_DEADLINE, START_DEADLINE, Warmwire, wait_for
+from proto.frames import Codec, Committed, Reply, SaveAnswer, SaveExchange, StoredMessage, StoreError, StoreOut
+from proto.loop import EventLoop
+from proto.sockets import bind_router, connect_dealer
+from proto.store_client import StoreClient
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")]
+pytestmark = pytest.mark.faults
+# Mounting a filesystem needs root (CI runs as root).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")
 
 # Big enough for the schema, chroma's empty collection and a few hundred messages.
 DATA_MOUNT_SIZE = "24m"
 RECOVERY_DEADLINE = 15.0
+# How long a writer waits for an acknowledgement before sending a write again (in-process).
+ACK_TIMEOUT = 0.05
 # One message of each tier (a note learned too).
 TIER_MESSAGES = ("thanks!", "search my notes about tmpfs", "remember that the disk filled up today",
                  "what is the capital of France?",
@@ -128,6 +138,8 @@ def store_writer_log(system: Warmwire) -> str:
     return (system.home / "logs" / "store-writer.log").read_text(errors="replace")
 
 
+@pytest.mark.slow
+@needs_root
 def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(home, make_env, figures):
     with mounted(home / "data", "-t", "tmpfs", "-o", f"size={DATA_MOUNT_SIZE},mode=0700", "tmpfs"):
         system = Warmwire(home, make_env())
@@ -172,6 +184,8 @@ def test_disk_full_gives_a_clear_notice_one_log_line_loses_nothing_and_recovers(
             system.stop()
 
 
+@pytest.mark.slow
+@needs_root
 def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers(home, make_env, figures):
     env = make_env()
     with mounted(home / "data", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"):
@@ -211,6 +225,8 @@ def test_a_read_only_data_folder_at_start_is_reported_not_restarted_and_recovers
             system.stop()
 
 
+@pytest.mark.slow
+@needs_root
 def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(home, make_env, tmp_path, figures):
     image = tmp_path / "data.ext4"
     with open(image, "wb") as out:
@@ -252,3 +268,54 @@ def test_a_data_folder_turning_read_only_while_running_is_reported_and_recovers(
             if frozen:
                 subprocess.run(["chattr", "-i", *map(str, frozen)], capture_output=True)
             system.stop()
+
+
+def test_while_nothing_can_be_stored_a_new_message_is_refused_and_an_answer_is_kept():
+    """The writers' side (StoreClient) on real sockets, against a store-writer that first says
+    the disk is full, then commits: what the router does with each kind of write."""
+    ctx = zmq.Context.instance()
+    endpoint = f"inproc://store-{uuid.uuid4().hex}"
+    store = bind_router(ctx, endpoint)
+    loop = EventLoop()
+    events: list[tuple[str, str]] = []
+    client = StoreClient(connect_dealer(ctx, endpoint), loop, ACK_TIMEOUT,
+                         lambda key: events.append(("committed", key)),
+                         lambda key, error: events.append(("failed", key)),
+                         lambda key, error: events.append(("refused", key)),
+                         lambda key, error: events.append(("kept", key)))
+    client.start()
+    codec = Codec(StoreOut)
+    seen: Counter[str] = Counter()
+
+    def store_writer_answers() -> None:  # the disk is full for each write's first copy
+        while store.poll(0):
+            peer, data = store.recv_multipart()
+            key = msgspec.msgpack.decode(data)["message"]["id"] if b"save-exchange" in data else "m0#2"
+            seen[key] += 1
+            answer = (StoreError(keys=[key], error="the disk is full", unavailable=True)
+                      if seen[key] == 1 else Committed(keys=[key]))
+            store.send_multipart([peer, codec.encode(answer)])
+
+    loop.add_reader(store, store_writer_answers)
+    message = StoredMessage(id="m1", chat="c", sender="s", text="hi", tier="inline", received_at=0.0)
+    client.write(SaveExchange(message=message), refusable=True)
+    client.write(SaveAnswer(message_id="m0", seq=2, status="answered",
+                            answer=Reply(id="m0", chat="c", tier="container-full", text="done")))
+
+    def stop_when_settled() -> None:
+        if ("committed", "m0#2") in events or time.monotonic() > give_up:
+            loop.stop()
+        else:
+            loop.call_later(ACK_TIMEOUT, stop_when_settled)
+
+    give_up = time.monotonic() + ANSWER_DEADLINE
+    loop.call_later(ACK_TIMEOUT, stop_when_settled)
+    loop.run()
+    loop.close()
+    client.socket.close()
+    store.close()
+    # The new message is refused once (its user is told to send it again) and never resent;
+    # the answer is kept (its user is told once), sent again, and committed.
+    assert events == [("refused", "m1"), ("kept", "m0#2"), ("committed", "m0#2")], events
+    assert seen == {"m1": 1, "m0#2": 2}
+    assert len(client) == 0

@@ -53,7 +53,8 @@ class Router:
         self.client_codec = Codec(ClientIn)
         self.inline = InlineResponder(self.stats, self._spend_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
-                                   self._on_committed, self._on_store_failed, self._on_store_refused)
+                                   self._on_committed, self._on_store_failed, self._on_store_refused,
+                                   self._on_store_kept)
         self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist)
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
         # Messages waiting for the search-cache: message id -> clients to answer.
@@ -296,6 +297,17 @@ class Router:
         retry = self.config.busy_retry_after
         self._tell_not_stored(key, "unavailable", f"your message was not stored because {error}; "
                               f"it was not accepted, please send it again in {retry:g} s", retry)
+
+    def _on_store_kept(self, key: str, error: str) -> None:
+        """An answer to a stored message waits until it can be stored: its users are told so
+        once, instead of hearing nothing until then."""
+        answer, clients, _ = self.waiting[key]
+        if answer is None:
+            return
+        for identity in clients:
+            self._send(identity, Notice(id=answer.id, chat=answer.chat, kind="progress",
+                                        text=f"your answer is ready but cannot be stored yet because "
+                                             f"{error}; it will be sent once it is"))
 
     def _tell_not_stored(self, key: str, kind: str, text: str, retry_after: float | None = None) -> None:
         answer, clients, _ = self.waiting.pop(key)
