@@ -329,20 +329,6 @@ def parse(path, secret: Secret, expected_chat, folder, *, max_bytes: int = MAX_F
 verify = parse
 
 
-def count_entries(folder, limit: int) -> int:
-    """Entries in a folder, counted up to limit + 1 only: a flooded folder costs no more."""
-    count = 0
-    try:
-        with os.scandir(folder) as entries:
-            for _ in entries:
-                count += 1
-                if count > limit:
-                    break
-    except OSError:
-        pass  # gone or swapped: the reader rejects it when it reads from it
-    return count
-
-
 def pending(folder) -> list[str]:
     """Complete message files in a folder, oldest sequence number first."""
     try:

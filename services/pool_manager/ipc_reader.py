@@ -40,6 +40,20 @@ OUT, IN, ROOT = "out", "in", "root"
 FILES_PER_AGENT_PER_WAKE = 64
 
 
+def count_entries(folder, limit: int) -> int:
+    """Entries in a folder, counted up to limit + 1 only: a flooded folder costs no more."""
+    count = 0
+    try:
+        with os.scandir(folder) as entries:
+            for _ in entries:
+                count += 1
+                if count > limit:
+                    break
+    except OSError:
+        pass  # gone or swapped: the reader rejects it when it reads from it
+    return count
+
+
 class IpcReader:
     def __init__(self, loop: EventLoop, sweep_interval: float, max_entries: int,
                  on_message: Callable[[object, ipc.Message], None],
@@ -144,7 +158,7 @@ class IpcReader:
     def scan(self, agent) -> None:
         """Read the files waiting in one agent's folder (oldest first). Events may have been
         lost, so the entries are counted again (up to the cap only, however many there are)."""
-        agent.entries = ipc.count_entries(agent.layout.from_agent, self.max_entries)
+        agent.entries = count_entries(agent.layout.from_agent, self.max_entries)
         flooded = self._flooded(agent, agent.entries)
         if flooded:
             self.counts["rejected"] += 1
