@@ -1,4 +1,5 @@
-"""CurveZMQ for the client frontend: key files, the bind policy, and a ZAP handler.
+"""Who may reach warmwire's sockets: the bind policy (ipc in owner-only folders, loopback,
+or protected), and CurveZMQ for the client frontend: key files and a ZAP handler.
 
 Keys are ZeroMQ certificate files (``zmq.auth.create_certificates``): ``NAME.key`` holds a
 public key, ``NAME.key_secret`` the pair. Configuration names files, never keys, and a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -32,8 +34,9 @@ ZAP_VERSION = b"1.0"
 ZAP_DOMAIN = b"warmwire"
 KEY_FILE_MODE = 0o600
 PUBLIC_SUFFIX = ".key"
-INTERNAL_ENDPOINTS = ("store", "search", "pool", "supervisor")
 SECRET_SUFFIX = ".key_secret"
+CURVE_KEY_BYTES = 32
+INTERNAL_ENDPOINTS = ("store", "search", "pool", "supervisor")
 
 
 class CurveError(ValueError):
@@ -49,13 +52,28 @@ def resolve(home: Path, path: str) -> Path:
     return Path(home, os.path.expanduser(path))
 
 
-def load_pair(path: Path) -> tuple[bytes, bytes]:
-    """(public, secret) from a ``.key_secret`` certificate, both z85."""
+def _valid(key: bytes | None) -> bool:
+    """A z85 curve key: 40 characters that decode to 32 bytes."""
+    try:
+        return key is not None and len(z85.decode(key)) == CURVE_KEY_BYTES
+    except (ValueError, KeyError, struct.error):
+        return False
+
+
+def _certificate(path: Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise CurveError(f"cannot read the key file {path}: {type(exc).__name__}") from None
-    if not secret:
+    if not _valid(public) or not (secret is None or _valid(secret)):
+        raise CurveError(f"{path} holds no valid curve key")
+    return public, secret
+
+
+def load_pair(path: Path) -> tuple[bytes, bytes]:
+    """(public, secret) from a ``.key_secret`` certificate, both z85."""
+    public, secret = _certificate(path)
+    if secret is None:
         raise CurveError(f"{path} holds no secret key (use the {SECRET_SUFFIX} file)")
     if os.stat(path).st_mode & 0o077:
         raise CurveError(f"{path} can be read by other users: chmod 600 it")
@@ -63,18 +81,19 @@ def load_pair(path: Path) -> tuple[bytes, bytes]:
 
 
 def load_public(path: Path) -> bytes:
-    try:
-        return zmq.auth.load_certificate(path)[0]
-    except (OSError, ValueError) as exc:
-        raise CurveError(f"cannot read the public key file {path}: {type(exc).__name__}") from None
+    return _certificate(path)[0]
 
 
-def authorized_keys(folder: Path) -> set[bytes]:
-    """The clients' public keys (binary) from every ``*.key`` file in the folder."""
-    try:
-        return {z85.decode(key) for key in zmq.auth.load_certificates(folder)}
-    except (OSError, ValueError) as exc:
-        raise CurveError(f"cannot read the authorized keys in {folder}: {type(exc).__name__}") from None
+def authorized_keys(folder: Path) -> tuple[set[bytes], list[Path]]:
+    """The clients' public keys (binary) from the folder's ``*.key`` files, and the files
+    that hold none (a missing folder holds no keys)."""
+    keys, unusable = set(), []
+    for path in sorted(folder.glob(f"*{PUBLIC_SUFFIX}")):
+        try:
+            keys.add(z85.decode(load_public(path)))
+        except CurveError:
+            unusable.append(path)
+    return keys, unusable
 
 
 def frontend_policy(home: Path, endpoint: str, secret_key_file: str, authorized_folder: str,
@@ -95,7 +114,10 @@ def frontend_policy(home: Path, endpoint: str, secret_key_file: str, authorized_
         return None
     _, secret = load_pair(resolve(home, secret_key_file))
     folder = resolve(home, authorized_folder)
-    if not authorized_keys(folder):
+    keys, unusable = authorized_keys(folder)
+    if unusable:
+        raise CurveError(f"{unusable[0]} holds no valid public key: fix or delete it")
+    if not keys:
         raise CurveError(f"no client public keys (*{PUBLIC_SUFFIX}) in {folder}: "
                          "no client could connect (./run.sh keys --client NAME)")
     return ServerKeys(secret, folder)
@@ -189,11 +211,7 @@ class ZapHandler:
         credentials = request[6:]
         if version != ZAP_VERSION:
             return [ZAP_VERSION, request_id, b"400", b"unsupported ZAP version", b"", b""]
-        try:
-            known = authorized_keys(self.authorized)
-        except CurveError as exc:
-            log.error("%s", exc)
-            known = set()
+        known, _ = authorized_keys(self.authorized)  # a broken file admits nobody
         if mechanism == b"CURVE" and credentials and credentials[0] in known:
             return [ZAP_VERSION, request_id, b"200", b"OK", z85.encode(credentials[0]), b""]
         self._log_refusal(address.decode(errors="replace"),

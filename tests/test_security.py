@@ -199,6 +199,11 @@ def test_unusable_key_settings_are_refused_with_the_reason(home, make_env):
         frontend_policy(home, "tcp://0.0.0.0:1", "keys/server.key_secret", "keys/authorized", False)
     with pytest.raises(CurveError, match="no secret key"):
         frontend_policy(home, "tcp://0.0.0.0:1", "keys/server.key", "keys/authorized", False)
+    secret.chmod(0o600)
+    broken = home / "keys" / "authorized" / "broken.key"
+    broken.write_text('curve\n    public-key = "not a z85 key at all, not 40 characters"\n')
+    with pytest.raises(CurveError, match=f"{broken} holds no valid public key"):
+        frontend_policy(home, "tcp://0.0.0.0:1", "keys/server.key_secret", "keys/authorized", False)
 
 
 def curve_env(make_env, home: Path, port: int) -> dict:
@@ -228,6 +233,7 @@ def test_zap_admits_authorized_keys_only_and_a_flood_of_refusals_is_one_log_line
     authorized = tmp_path / "authorized"
     public_file, _ = create_keys(authorized, "laptop")
     known = z85.decode(load_public(public_file))
+    (authorized / "garbled.key").write_text("public-key = \"%%%%\"\n")  # admits nobody, breaks nothing
     ctx = zmq.Context()
     zap = ZapHandler(ctx, authorized, log_interval=3600)
     try:
