@@ -44,6 +44,20 @@ def is_local(endpoint: str) -> bool:
         return False
 
 
+# A frontend bound to every address is reached from this machine through loopback.
+_WILDCARD_HOSTS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
+
+
+def local_connect_endpoint(endpoint: str) -> str:
+    """Where a client on this machine connects to reach a socket bound at ``endpoint``
+    (``tcp://*:7400`` can be bound but not connected to)."""
+    transport, _, address = endpoint.partition("://")
+    host, _, port = address.rpartition(":")
+    if transport == "tcp" and host in _WILDCARD_HOSTS:
+        return f"tcp://{_WILDCARD_HOSTS[host]}:{port}"
+    return endpoint
+
+
 def _check_ipc(endpoint: str) -> None:
     if endpoint.startswith("ipc://") and len(endpoint) - len("ipc://") > IPC_PATH_MAX:
         raise ValueError(

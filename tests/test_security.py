@@ -24,7 +24,7 @@ from proto.curve import (
     load_public,
 )
 from proto.loop import EventLoop
-from proto.sockets import bind_router, is_local
+from proto.sockets import bind_router, is_local, local_connect_endpoint
 
 HANDSHAKE_DEADLINE = 10.0
 SUCCEEDED, FAILED_PROTOCOL, FAILED_AUTH = (zmq.EVENT_HANDSHAKE_SUCCEEDED,
@@ -45,6 +45,15 @@ SUCCEEDED, FAILED_PROTOCOL, FAILED_AUTH = (zmq.EVENT_HANDSHAKE_SUCCEEDED,
 ])
 def test_only_ipc_and_loopback_count_as_local(endpoint, local):
     assert is_local(endpoint) is local
+
+
+@pytest.mark.parametrize("bound, connect", [
+    ("tcp://*:7400", "tcp://127.0.0.1:7400"), ("tcp://0.0.0.0:7400", "tcp://127.0.0.1:7400"),
+    ("tcp://[::]:7400", "tcp://[::1]:7400"), ("tcp://192.168.1.5:7400", "tcp://192.168.1.5:7400"),
+    ("ipc:///x/f.sock", "ipc:///x/f.sock"),
+])
+def test_a_local_client_reaches_a_frontend_bound_to_every_address_through_loopback(bound, connect):
+    assert local_connect_endpoint(bound) == connect
 
 
 # ------------------------------------------------------------------ ipc folders
@@ -320,7 +329,8 @@ def test_an_authorized_client_is_answered_over_a_frontend_bound_to_every_address
 
 @pytest.mark.slow
 def test_the_chat_command_uses_the_client_keys(curve_system):
-    env = {**curve_system.env, "WARMWIRE_FRONTEND": curve_system.loopback,
+    """With the server's own settings (frontend tcp://*:PORT): chat connects through loopback."""
+    env = {**curve_system.env, "WARMWIRE_FRONTEND": curve_system.frontend.replace("0.0.0.0", "*"),
            "WARMWIRE_CLIENT_CURVE_SERVER_KEY_FILE": "keys/server.key",
            "WARMWIRE_CLIENT_CURVE_SECRET_KEY_FILE": "keys/phone.key_secret"}
     result = run_cli(env, "chat", "--chat", "cli-curve", "thanks!")

@@ -15,7 +15,7 @@ import zmq
 from proto.config import Config
 from proto.curve import CurveError, client_options
 from proto.frames import Chat, ClientOut, Codec, Notice, Reply
-from proto.sockets import connect_dealer
+from proto.sockets import connect_dealer, local_connect_endpoint
 
 HELP = "send one message and print the frames that come back"
 # Notices after which more frames will follow for the same message.
@@ -43,7 +43,8 @@ def main(config: Config, args: argparse.Namespace) -> int:
     except CurveError as exc:
         print(f"warmwire: {exc}", file=sys.stderr)
         return 2
-    sock = connect_dealer(zmq.Context.instance(), config.router.frontend, options=options)
+    endpoint = local_connect_endpoint(config.router.frontend)
+    sock = connect_dealer(zmq.Context.instance(), endpoint, options=options)
     try:
         sock.send(codec.encode(frame))
         deadline = time.monotonic() + timeout
@@ -56,7 +57,7 @@ def main(config: Config, args: argparse.Namespace) -> int:
                 return 0
             if isinstance(answer, Notice) and answer.kind not in INTERIM_NOTICES:
                 return 1
-        print(f"warmwire: no answer from {config.router.frontend} within {timeout:g} s "
+        print(f"warmwire: no answer from {endpoint} within {timeout:g} s "
               "(is it running? ./run.sh status)", file=sys.stderr)
         return 1
     finally:
