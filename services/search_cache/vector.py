@@ -133,7 +133,13 @@ class VectorIndex:
         if not self.up:
             raise IndexDown("chroma is down")
         ids, texts, metadatas = [], [], []
+        seen: set[str] = set()
         for note, text, source in notes:
+            if note in seen:
+                # Queued twice (two catch-ups in a row after chroma came back): chroma
+                # rejects a whole upsert that names an id twice.
+                continue
+            seen.add(note)
             pieces = self.chunk(text)
             ids += chunk_ids(note, len(pieces))
             texts += pieces
