@@ -54,6 +54,7 @@ FLOOD_BYTES = 8192
 FLOOD_WINDOW = 50
 # The freeze test's mix: a quarter of it for agents, so that their queue never fills.
 FREEZE_TEXTS = TIER_TEXTS[:4] * 3 + TIER_TEXTS[4:]
+LEARN_TEXT = next(text for tier, text in TIER_TEXTS if text.startswith("จำไว้"))
 
 
 # -- the system under test ---------------------------------------------------------------
@@ -299,6 +300,11 @@ def test_store_writer_frozen_for_10_s_under_load_loses_nothing_and_says_busy(tmp
     else:
         assert writer["pid"] == frozen["pid"] and writer["restarts"] == 0, writer
     assert busy_during > 0, "the clients were never told the router is busy"
+    # The only errors: notes to remember that could not be confirmed while nothing could be
+    # stored, and the user is told so (not that the knowledge base is gone).
+    errors = [m for m in stream.messages.values() if frame_kind(m.final) == "error"]
+    assert all(m.text == LEARN_TEXT and "could not confirm" in m.final["text"] for m in errors), \
+        [(m.text, m.final["text"]) for m in errors]
     processes = len(system.status()["services"]) + 1
     assert len(freeze_log) <= FREEZE_LOG_LINES_PER_PROCESS * processes, "\n".join(freeze_log)
     if outcome == "resumed":

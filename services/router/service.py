@@ -24,8 +24,8 @@ from proto.db import (
     NOT_STORED, open_readonly, recent_turns, spend_since, stored_answer, unfinished_messages,
 )
 from proto.frames import (
-    Chat, ClientIn, ClientOut, Codec, Job, Notice, Passage, Reply, SaveExchange, SearchRequest,
-    StoredMessage, Turn, describe_decode_error, knowledge_request,
+    Chat, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
+    SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request,
 )
 from proto.loop import EventLoop
 from proto.store_client import StoreClient
@@ -40,6 +40,13 @@ log = logging.getLogger("router")
 # Frames read from the frontend per wake-up before the store socket gets its turn.
 FRONTEND_BATCH = 256
 AGENT_TIERS = ("container-light", "container-full")
+# When the search-cache gives no answer in time. A note to remember may be saved all the same
+# (the search-cache saves it once the store-writer is back: a frozen store-writer made every
+# "remember" say the knowledge base was not answering, and then the note was there), so the
+# user is told it is unconfirmed; sending it again is safe, a note is never saved twice.
+KNOWLEDGE_SILENT = "your knowledge base is not answering right now; please try again"
+NOTE_UNCONFIRMED = ("I could not confirm that your note was saved (your knowledge base did not answer in "
+                    "time); please send it again: a note is never saved twice")
 
 
 class Router:
@@ -140,18 +147,19 @@ class Router:
         elif verdict.tier == "oracle-only":
             clients = self.asking[chat.id] = [identity]
             request = knowledge_request(verdict.intent, self.knowledge.next_req(), chat.chat, chat.text)
-            self.knowledge.ask(request, lambda answer: self._answer_from_knowledge(message, clients, answer))
+            learning = isinstance(request, LearnRequest)
+            self.knowledge.ask(request, lambda answer: self._answer_from_knowledge(message, clients, answer, learning))
         else:
             # Stored first, so the message is never lost, then handed to an agent.
             clients = [identity]
             self.persist(SaveExchange(message=message), None, clients,
                          then=lambda: self._submit_with_context(message, clients))
 
-    def _answer_from_knowledge(self, message: StoredMessage, clients: list[bytes], found) -> None:
+    def _answer_from_knowledge(self, message: StoredMessage, clients: list[bytes], found, learning: bool) -> None:
         del self.asking[message.id]
         if found is None:
             answer = Notice(id=message.id, chat=message.chat, kind="error",
-                            text="your knowledge base is not answering right now; please try again")
+                            text=NOTE_UNCONFIRMED if learning else KNOWLEDGE_SILENT)
         elif found.error and not found.reply:
             answer = Notice(id=message.id, chat=message.chat, kind="error", text=found.error)
         else:
