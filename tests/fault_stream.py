@@ -68,6 +68,11 @@ class Tally:
     strays: list = field(default_factory=list)         # frames for ids nobody sent
 
 
+def answer_of(frame: dict) -> tuple:
+    """What a final frame says; an answer given again from storage has no retry_after."""
+    return frame["type"], frame.get("kind"), frame.get("tier"), frame["text"]
+
+
 def frame_kind(frame: dict) -> str:
     return frame["type"] if frame["type"] == "reply" else frame.get("kind", "?")
 
@@ -184,7 +189,7 @@ class Stream(threading.Thread):
             del self.open[message.id]
             self.tally.finals[kind] += 1
             self.finished += 1
-        elif message.final == frame:
+        elif answer_of(message.final) == answer_of(frame):
             self.tally.redelivered += 1
         else:
             self.tally.conflicts.append((message.final, frame))
