@@ -27,7 +27,6 @@ BUSY_RETRIES = 5
 # After the stream stops, how long every message has to get its final frame.
 DRAIN_DEADLINE = 60.0
 FINAL_NOTICES = ("error", "busy", "unavailable")
-AGENT_TIERS = ("container-light", "container-full")
 CHAT_PREFIX = "fk"
 
 # Two texts per tier, Thai and English (checked against the classifier before each run).
@@ -103,8 +102,9 @@ class Stream(threading.Thread):
         target = self.finished + count
         wait_for(lambda: self.finished >= target or self.error, deadline, what)
 
-    def in_flight(self, tiers: tuple[str, ...]) -> int:
-        return sum(1 for message in list(self.open.values()) if message.tier in tiers)
+    def settle(self, ids: list[str], deadline: float, what: str) -> None:
+        """Wait until each of these messages has its final frame."""
+        wait_for(lambda: all(self.messages[id].final for id in ids) or self.error, deadline, what)
 
     def finish(self) -> None:
         """Stop sending; wait until every message has its final frame (or the deadline)."""

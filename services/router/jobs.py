@@ -18,7 +18,6 @@ from collections import deque
 from typing import Callable
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from proto.config import Jobs as JobsConfig
 from proto.frames import (
@@ -27,6 +26,8 @@ from proto.frames import (
 from proto.loop import EventLoop
 from proto.metrics import percentile
 from proto.sockets import received
+
+from .reconnects import Reconnects
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,14 @@ class JobDispatcher:
         self.answers = Codec(PoolOut)
         self.flights: dict[str, Flight] = {}   # every job not answered yet
         self.queue: deque[Flight] = deque()    # those the pool-manager has not taken
-        self.monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self.connected_before = False
+        self.reconnects = Reconnects(socket, loop, self._resend_in_flight)
         self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0}
         # Agent result file written -> reply sent to the client, in ms (recent jobs).
         self.result_to_reply_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
-        self.loop.add_reader(self.monitor, self._on_monitor)
+        self.reconnects.start()
 
     def stats(self) -> dict:
         return {"in_flight": len(self.flights) - len(self.queue), "queued": len(self.queue),
@@ -170,14 +170,6 @@ class JobDispatcher:
         self.result_to_reply_ms.append((time.time() - written_at) * 1000)
 
     # -- reconnects --------------------------------------------------------------------
-    def _on_monitor(self) -> None:
-        while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)["event"]
-            if event == zmq.EVENT_CONNECTED:
-                if self.connected_before:
-                    self._resend_in_flight()
-                self.connected_before = True
-
     def _resend_in_flight(self) -> None:
         """A new pool-manager: it knows none of the jobs the old one was running."""
         in_flight = [flight for flight in self.flights.values() if not flight.queued]

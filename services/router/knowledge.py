@@ -3,7 +3,8 @@
 Used for the oracle-only tier ("search …", "remember …", "what do you know about …") and for
 the knowledge passages a job carries. An answer that does not come within ``timeout`` is
 None: the router then tells the user the knowledge base is not answering, or sends the job
-without passages. It never waits longer than that.
+without passages. It never waits longer than that. Requests still waiting when the
+search-cache reconnects (it was restarted) are sent again: the process that had them is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from proto.frames import Codec, KnowledgeIn, KnowledgeOut
 from proto.loop import EventLoop, Timer
 from proto.sockets import received
 
+from .reconnects import Reconnects
+
 log = logging.getLogger(__name__)
 
 Callback = Callable[[object | None], None]
@@ -31,11 +34,13 @@ class KnowledgeClient:
         self.codec = Codec(KnowledgeIn)
         self.answers = Codec(KnowledgeOut)
         self.numbers = itertools.count(1)
-        self.waiting: dict[str, tuple[Callback, Timer]] = {}
-        self.counts = {"asked": 0, "answered": 0, "timeouts": 0}
+        self.waiting: dict[str, tuple[Callback, Timer, bytes]] = {}  # req -> callback, timer, frame
+        self.reconnects = Reconnects(socket, loop, self._resend_waiting)
+        self.counts = {"asked": 0, "answered": 0, "timeouts": 0, "resent": 0}
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
+        self.reconnects.start()
 
     def next_req(self) -> str:
         return f"r{next(self.numbers)}"
@@ -44,11 +49,25 @@ class KnowledgeClient:
         """Send a request (its ``req`` from next_req); callback(answer or None) comes later."""
         self.counts["asked"] += 1
         timer = self.loop.call_later(self.timeout, lambda: self._expire(request.req))
-        self.waiting[request.req] = (callback, timer)
+        payload = self.codec.encode(request)
+        self.waiting[request.req] = (callback, timer, payload)
         try:
-            self.socket.send(self.codec.encode(request), zmq.NOBLOCK)
+            self.socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self._expire(request.req)  # the search-cache is not reading: answer without it
+
+    def _resend_waiting(self) -> None:
+        """A restarted search-cache: a search or recall asked again is a read, and a note to
+        learn is saved once however often it comes (its id comes from its content); an
+        answer that then comes twice is taken once."""
+        if self.waiting:
+            log.warning("the search-cache reconnected; asking its %d unanswered requests again", len(self.waiting))
+        for _, _, payload in list(self.waiting.values()):
+            try:
+                self.socket.send(payload, zmq.NOBLOCK)
+                self.counts["resent"] += 1
+            except zmq.Again:
+                return  # not reading yet: the timeouts answer the rest
 
     def _expire(self, req: str) -> None:
         entry = self.waiting.pop(req, None)
