@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from services.router.classifier import TIERS, Classifier, Verdict
 from services.router.classifier.corpus import load_corpus
 from services.router.classifier.evaluate import evaluate, load_jsonl
 from services.router.classifier.model import LinearModel
-from services.router.classifier.text import normalise
+from services.router.classifier.text import FeatureTables, features, normalise
 from services.router.classifier.train import stale_reason
 from services.router.classifier.verdict import INTENT_TIER
 
@@ -60,6 +61,40 @@ def test_heldout_is_not_in_training_corpus():
     trained = {normalise(text) for text, _intent in load_corpus()}
     leaked = [text for text, _tier in load_jsonl(HELDOUT) if normalise(text) in trained]
     assert not leaked, f"held-out messages found in the training corpus: {leaked}"
+
+
+@pytest.fixture(scope="module")
+def tables(clf) -> FeatureTables:
+    return FeatureTables(clf.model.packed)
+
+
+def _assert_tables_match_names(tables: FeatureTables, packed: dict, text: str) -> None:
+    norm = normalise(text)
+    names = features(text, norm)
+    assert tables.total(text, norm) == (sum(packed.get(n, 0) for n in names), len(names)), text
+
+
+def test_scoring_without_names_sums_the_weights_of_the_trained_names(clf, tables):
+    """Scoring builds no feature names (FeatureTables); it must add up exactly the weights
+    of the names training sees, or the shipped model is not the model that was trained."""
+    texts = [t for t, _ in load_corpus()] + [t for t, _ in load_jsonl(DEV) + load_jsonl(HELDOUT)]
+    for text in texts:
+        _assert_tables_match_names(tables, clf.model.packed, text)
+
+
+# Thai (with Thai digits and unassigned code points of the block), Latin, digits, spaces,
+# newlines, punctuation and emoji: the characters each feature family reacts to.
+_MIXED_TEXT = st.lists(st.sampled_from(
+    list("กขคงจชซดตนบปผพฟมยรลวสหอฮะัาำิีึืุูเแโใไ่้๊๋็์ๆฯ๐๑๕\u0e00\u0e7f")
+    + list("abcxyzHIT 0159'\n\t?!.,:-/_()`😀👍…ß")
+    + ["hi", "thanks", "ครับ", "ค้นหา", "remember that", "how do i", "555"]),
+    max_size=80).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_MIXED_TEXT)
+def test_scoring_without_names_on_any_text(clf, tables, text):
+    _assert_tables_match_names(tables, clf.model.packed, text)
 
 
 def test_shipped_weights_match_corpus_and_feature_code():

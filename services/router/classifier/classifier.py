@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import rules
 from .model import WEIGHTS_PATH, LinearModel
-from .text import features, normalise
+from .text import FeatureTables, features, normalise
 from .verdict import INLINE, INTENT_REASON, LEARNED_INTENTS, TIERS, Verdict
 
 # Probabilities are rounded so verdicts print compactly and compare stably.
@@ -21,7 +21,7 @@ CONFIDENCE_DIGITS = 3
 class Classifier:
     """Maps a message to one of TIERS.  Build once with `Classifier.load()`; thread-safe."""
 
-    __slots__ = ("_model", "_spans")
+    __slots__ = ("_model", "_tables", "_tiers", "_spans")
 
     def __init__(self, model: LinearModel) -> None:
         unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
@@ -31,9 +31,11 @@ class Classifier:
         if tier_of != sorted(tier_of, key=TIERS.index):
             raise ValueError("model intents must be grouped by tier (see train.py)")
         self._model = model
-        # (tier, first, end) slice of the model's output that belongs to each tier.
-        self._spans = [(t, tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
-                       for t in TIERS if t in tier_of]
+        self._tables = FeatureTables(model.packed)
+        # Each tier and the slice of the model's output that belongs to it.
+        self._tiers = [t for t in TIERS if t in tier_of]
+        self._spans = [slice(tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
+                       for t in self._tiers]
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> "Classifier":
@@ -64,23 +66,22 @@ class Classifier:
         return self._predict(text)
 
     def _predict(self, text: str) -> Verdict:
-        probs = self._model.probabilities(features(text, normalise(text)))
-        best_p, tier, first, end = -1.0, INLINE, 0, 0
-        for span_tier, a, b in self._spans:
-            p = sum(probs[a:b])
-            if p > best_p:
-                best_p, tier, first, end = p, span_tier, a, b
-        k = first
-        for j in range(first + 1, end):  # the most likely intent inside the chosen tier
-            if probs[j] > probs[k]:
-                k = j
-        intent = self._model.intents[k]
-        return Verdict(tier, INTENT_REASON[intent], round(best_p, CONFIDENCE_DIGITS), intent)
+        exps = self._model.relative_exps(*self._tables.total(text, normalise(text)))
+        # Probabilities are exps / sum(exps); the divisions are left out where only their
+        # order matters.
+        masses = [sum(exps[span]) for span in self._spans]
+        best = max(masses)
+        chosen = masses.index(best)  # the likeliest tier; the first one on a tie
+        span = self._spans[chosen]
+        in_tier = exps[span]
+        intent = self._model.intents[span.start + in_tier.index(max(in_tier))]
+        return Verdict(self._tiers[chosen], INTENT_REASON[intent],
+                       round(best / sum(masses), CONFIDENCE_DIGITS), intent)
 
     def tier_probabilities(self, text: str) -> dict[str, float]:
         """Model probability of each tier (ignores the rules); for diagnostics."""
         probs = self._model.probabilities(features(text, normalise(text)))
-        return {t: sum(probs[a:b]) for t, a, b in self._spans}
+        return {t: sum(probs[span]) for t, span in zip(self._tiers, self._spans)}
 
 
 _OPENER_SHOWN_CHARS = 20

@@ -96,6 +96,8 @@ for _group, _phrases in _EN.items():
         if len(_phrase.split()) > MAX_PHRASE_WORDS:
             raise ValueError(f"cue phrase longer than {MAX_PHRASE_WORDS} words: {_phrase!r}")
         _EN_PHRASES[_phrase] = CUE_PREFIX + _group
+# Only a word pair that begins a three-word phrase is worth extending to a triple.
+_TRIPLE_HEADS = frozenset(phrase.rsplit(" ", 1)[0] for phrase in _EN_PHRASES if phrase.count(" ") == 2)
 _TH_PHRASES = {word: CUE_PREFIX + group for group, words in _TH.items() for word in words.split()}
 
 
@@ -127,7 +129,6 @@ def _trie_pattern(words: list[str]) -> str:
 
 
 _TH_RE = re.compile(_trie_pattern(list(_TH_PHRASES)))
-_THAI_CHAR_RE = re.compile(r"[\u0e00-\u0e7f]")
 
 
 # Pairs of groups whose co-occurrence means more than either alone: a linear model cannot
@@ -140,16 +141,20 @@ _CONJUNCTIONS = tuple((CUE_PREFIX + a, CUE_PREFIX + b, f"{CUE_PREFIX}{a}+{b}")
 _QUESTION = CUE_PREFIX + "qword"
 
 
-def cue_features(norm: str, words: list[str]) -> set[str]:
-    """Cue-group features of normalised text whose Latin word tokens are `words`."""
+def cue_features(norm: str, words: list[str], pairs: list[str], ascii_only: bool) -> set[str]:
+    """Cue-group features of normalised text whose Latin word tokens are `words`.
+
+    `pairs` are the neighbouring words joined by a space; `ascii_only` says `norm` has no Thai.
+    """
     get = _EN_PHRASES.get
     # Whole-word phrases of one to three words, looked up without a Python-level loop.
-    pairs = map(" ".join, zip(words, words[1:]))
-    triples = map(" ".join, zip(words, words[1:], words[2:]))
-    found = set(filter(None, map(get, chain(words, pairs, triples))))
-    if _THAI_CHAR_RE.search(norm):
+    found = set(filter(None, map(get, chain(words, pairs))))
+    if not _TRIPLE_HEADS.isdisjoint(pairs):
+        found.update(filter(None, map(get, map(" ".join, zip(words, words[1:], words[2:])))))
+    if not ascii_only:
         found.update(map(_TH_PHRASES.__getitem__, _TH_RE.findall(norm)))
     if "?" in norm:
         found.add(_QUESTION)
-    found.update([both for a, b, both in _CONJUNCTIONS if a in found and b in found])
+    if len(found) > 1:
+        found.update([both for a, b, both in _CONJUNCTIONS if a in found and b in found])
     return found

@@ -1,12 +1,12 @@
 """A multinomial logistic-regression model over sparse features, scored in pure Python.
 
 Scoring trick: each feature's weights for all K intents are stored as fixed-point integers
-packed side by side into ONE Python integer (a field of FIELD_BITS bits per intent, plus one
-field that is 1 for every known feature).  Adding those integers adds all K weights at once,
-so a message is scored with a single C-level `sum(map(dict.get, features))` and K shifts,
-instead of a Python loop over (feature, intent) pairs.  Each field holds `weight + OFFSET`
-so it never goes negative (no borrow into the neighbour field); subtracting
-`OFFSET * found_features` afterwards recovers the exact fixed-point sum.
+packed side by side into ONE Python integer (a field of FIELD_BITS bits per intent).  Adding
+those integers adds all K weights at once, so a message is scored with a single C-level
+`sum(map(dict.get, features))` and one struct.unpack, instead of a Python loop over
+(feature, intent) pairs.  Each field holds `weight + OFFSET` so it never goes negative (no
+borrow into the neighbour field); every field of a sum then carries the same
+`OFFSET * known_features`, which the softmax cancels (it only needs score differences).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import math
 import struct
 from itertools import repeat
+from math import exp
 from pathlib import Path
 
 WEIGHTS_PATH = Path(__file__).with_name("data") / "weights.json"
@@ -24,12 +25,11 @@ WEIGHT_LIMIT = 31.0               # |w| is clipped to this (trained weights stay
 OFFSET = 1 << 16                  # > WEIGHT_LIMIT * FIXED_POINT_SCALE, so a field is >= 0
 FIELD_BITS = 32                   # a field sums to < 2**17 per feature ...
 MAX_FEATURES = 1 << 14            # ... so this many features never overflow into the next
-FIELD_BYTES = FIELD_BITS // 8     # fields are read back with one struct.unpack ("I" = 4 bytes)
 
 
 def pack(fixed: list[int]) -> int:
-    """Pack one feature's fixed-point weights, plus the count field set to 1."""
-    packed = 1 << (FIELD_BITS * len(fixed))
+    """Pack one feature's fixed-point weights (never 0: every field holds at least 1)."""
+    packed = 0
     for k, value in enumerate(fixed):
         if not -OFFSET < value < OFFSET:
             raise ValueError(f"fixed-point weight {value} out of range")
@@ -53,26 +53,32 @@ class LinearModel:
         self.fixed = fixed            # feature -> fixed-point weight per intent (as stored)
         self.meta = meta or {}
         self._packed = {feat: pack(values) for feat, values in fixed.items()}
-        # All K weight fields and the count field of a sum, decoded by one C call.
-        self._fields = struct.Struct(f"<{len(intents) + 1}I")
+        # All K fields of a sum, decoded by one C call ("I" = 4 bytes = FIELD_BITS).
+        self._fields = struct.Struct(f"<{len(intents)}I")
         self._width = self._fields.size
 
-    def scores(self, feats: list[str]) -> list[float]:
-        """Raw linear score of every intent, in `self.intents` order."""
-        if len(feats) > MAX_FEATURES:  # featurisation is windowed; this is only a backstop
-            feats = feats[:MAX_FEATURES]
-        total = sum(map(self._packed.get, feats, repeat(0)))
-        *fields, found = self._fields.unpack(total.to_bytes(self._width, "little"))
+    @property
+    def packed(self) -> dict[str, int]:
+        """Feature -> its packed weights (see the module docstring)."""
+        return self._packed
+
+    def relative_exps(self, total: int, count: int) -> list[float]:
+        """exp(score - top score) of every intent, in `self.intents` order.
+
+        `total` is the sum of the packed weights of a message's `count` features.  These are
+        the softmax numerators: dividing by their sum gives the probabilities.
+        """
+        if count > MAX_FEATURES:  # featurisation is windowed, so this never happens
+            raise ValueError(f"{count} features overflow the packed fields")
+        fields = self._fields.unpack(total.to_bytes(self._width, "little"))
+        top = max(fields)
         # Unit-length scaling: long and short messages get comparable score magnitudes.
-        unit = 1.0 / (FIXED_POINT_SCALE * math.sqrt(len(feats)))
-        base = OFFSET * found
-        return [(field - base) * unit for field in fields]
+        unit = 1.0 / (FIXED_POINT_SCALE * math.sqrt(count))
+        return [exp((field - top) * unit) for field in fields]
 
     def probabilities(self, feats: list[str]) -> list[float]:
         """Softmax probability of every intent, in `self.intents` order."""
-        scores = self.scores(feats)
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
+        exps = self.relative_exps(sum(map(self._packed.get, feats, repeat(0))), len(feats))
         total = sum(exps)
         return [e / total for e in exps]
 

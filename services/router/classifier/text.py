@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from itertools import chain
 
 from .cues import cue_features
 
@@ -17,7 +18,8 @@ from .cues import cue_features
 
 # Thai digits ๐-๙ and ASCII digits all become "0": the value of a number never decides the
 # tier, only that there is one.  (A regex substitution: str.translate is slow on Thai text.)
-_DIGIT_RE = re.compile(r"[0-9๐-๙]")
+# ("0" itself is left out: replacing it by itself would be wasted work.)
+_DIGIT_RE = re.compile(r"[1-9๐-๙]")
 # "555" is Thai internet laughter (5 is pronounced "ha"); keep it apart from real numbers.
 _LAUGH_RE = re.compile(r"(?<![0-9๐-๙])[5๕]{3,}(?![0-9๐-๙])")
 _LAUGH_TOKEN = " ฮ่าๆ "
@@ -32,7 +34,8 @@ def normalise(text: str) -> str:
     """Lower-cased, digit-folded, whitespace-collapsed text."""
     # Cheap tests skip the regexes on messages they cannot change.
     if _DIGIT_RE.search(text):
-        if "5" in text or "๕" in text:
+        # A laugh is three or more 5s, so it contains one of these pairs.
+        if "55" in text or "๕๕" in text or "5๕" in text or "๕5" in text:
             text = _LAUGH_RE.sub(_LAUGH_TOKEN, text)
         text = _DIGIT_RE.sub("0", text)
     text = text.lower()
@@ -49,7 +52,7 @@ def normalise(text: str) -> str:
 # the head carries the request, the tail often the actual question ("... what should I do?").
 WINDOW_HEAD_CHARS = 80
 WINDOW_TAIL_CHARS = 30
-THAI_NGRAM_SIZES = (3,)
+THAI_NGRAM_CHARS = 3
 # Anchored prefixes/suffixes of the whole message: imperative verbs and Thai question or
 # politeness particles (ไหม, หน่อย, ครับ) sit at the edges.
 EDGE_SIZES = (2, 4)
@@ -71,18 +74,30 @@ _MARK_RE = re.compile(r"[^\w\s\u0e00-\u0e7f]")
 # Emoji and pictographs (the main blocks; enough to notice "this message has emoji").
 _EMOJI_RE = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
 
-# Feature-name prefixes keep the families apart (a Thai n-gram never equals a word).
+# Feature-name prefixes keep the families apart (a Thai n-gram never equals a word).  Names
+# are what training sees and the weights file stores; scoring never builds them (see
+# FeatureTables).
 BIAS = "\x00bias"
 _EDGE_START, _EDGE_END = "\x01<", "\x01>"
 _WORD, _PAIR, _LEAD, _SHAPE, _PREFIX = "\x02", "\x03", "\x04", "\x05", "\x07"
 
-
-# Shape feature names, built once: one per bucket.
+# Shape feature names, built once (so their hashes are computed once): one per bucket.
 _LENGTH_FEATS = tuple(f"{_SHAPE}len{i}" for i in range(len(LENGTH_BUCKETS) + 1))
 _WORDS_FEATS = tuple(f"{_SHAPE}words{i}" for i in range(len(WORD_BUCKETS) + 1))
 _SYMBOL_FEATS = tuple(f"{_SHAPE}sym{i}" for i in range(len(CODE_SYMBOL_BUCKETS) + 1))
 _SCRIPT_FEATS = {(thai, latin): f"{_SHAPE}script{int(thai)}{int(latin)}"
                  for thai in (False, True) for latin in (False, True)}
+_MULTILINE, _DIGIT, _EMOJI = _SHAPE + "multiline", _SHAPE + "digit", _SHAPE + "emoji"
+# The marks of ASCII text, found by a set intersection instead of a regex scan.
+_ASCII_MARKS = frozenset(filter(_MARK_RE.match, map(chr, range(128))))
+
+# A Thai trigram is scored as an integer, not a string: each character of the Thai block
+# U+0E00-U+0E7F becomes one byte (its low UTF-16 byte) and the space padding a run becomes
+# _RUN_EDGE, so all trigrams of a message come out of a few C-level byte operations.
+_THAI_BLOCK_START = 0x0E00
+_RUN_EDGE = 0x80
+_RUN_EDGE_CHAR = chr(_RUN_EDGE)  # its low UTF-16 byte is _RUN_EDGE; never inside a Thai run
+_CODE_BYTES = 4  # one unsigned int ("I") per n-gram
 
 
 def _bucket(value: int, bounds: tuple[int, ...]) -> int:
@@ -96,39 +111,125 @@ def window(text: str) -> str:
     return text[:WINDOW_HEAD_CHARS] + " … " + text[-WINDOW_TAIL_CHARS:]
 
 
-def features(raw: str, norm: str) -> list[str]:
-    """Feature names of one message (`norm` is `normalise(raw)`); a repeat counts twice."""
+def _analyse(raw: str, norm: str) -> tuple:
+    """The parts every feature family is made of; shared by `features` and FeatureTables."""
     text = window(norm)
-    feats = [BIAS]
-    thai_runs = _THAI_RUN_RE.findall(text)
-    for run in thai_runs:
-        padded = f" {run} "
-        last = len(padded) + 1
-        for size in THAI_NGRAM_SIZES:
-            feats += [padded[i:i + size] for i in range(last - size)]
-    feats += [_EDGE_START + text[:k] for k in EDGE_SIZES]
-    feats += [_EDGE_END + text[-k:] for k in EDGE_SIZES]
-    feats += set(_MARK_RE.findall(text))
-
+    ascii_only = text.isascii()  # no Thai, no emoji: several scans can be skipped
+    thai_runs = () if ascii_only else _THAI_RUN_RE.findall(text)
+    edges = [text[:k] for k in EDGE_SIZES], [text[-k:] for k in EDGE_SIZES]
+    marks = _ASCII_MARKS.intersection(text) if ascii_only else set(_MARK_RE.findall(text))
     words = _LATIN_WORD_RE.findall(text)
-    feats += cue_features(text, words)
+    pairs = list(map(" ".join, zip(words, words[1:])))
+    cues = cue_features(text, words, pairs, ascii_only)
     if words:
-        feats += [_WORD + w for w in words]
-        feats += [_PREFIX + w[:PREFIX_CHARS] for w in words if len(w) > PREFIX_CHARS]
-        feats += [_PAIR + pair for pair in map(" ".join, zip(words, words[1:]))]
-        feats.append(_LEAD + " ".join(words[:LEADING_WORDS]))
-        feats.append(_LEAD + words[0])
-
-    feats += (
+        prefixes = [w[:PREFIX_CHARS] for w in words if len(w) > PREFIX_CHARS]
+        leads = (" ".join(words[:LEADING_WORDS]), words[0])
+    else:
+        prefixes, leads = [], ()
+    shape = [
         _LENGTH_FEATS[_bucket(len(raw.strip()), LENGTH_BUCKETS)],
         _WORDS_FEATS[_bucket(text.count(" ") + 1, WORD_BUCKETS)],
         _SYMBOL_FEATS[_bucket(len(_CODE_SYMBOL_RE.findall(text)), CODE_SYMBOL_BUCKETS)],
         _SCRIPT_FEATS[bool(thai_runs), bool(words) and _LATIN_RE.search(text) is not None],
-    )
+    ]
     if "\n" in raw:
-        feats.append(_SHAPE + "multiline")
+        shape.append(_MULTILINE)
     if "0" in text:
-        feats.append(_SHAPE + "digit")
-    if _EMOJI_RE.search(text):
-        feats.append(_SHAPE + "emoji")
+        shape.append(_DIGIT)
+    if not ascii_only and _EMOJI_RE.search(text):
+        shape.append(_EMOJI)
+    return thai_runs, edges, marks, cues, words, prefixes, pairs, leads, shape
+
+
+def features(raw: str, norm: str) -> list[str]:
+    """Feature names of one message (`norm` is `normalise(raw)`); a repeat counts twice."""
+    thai_runs, (heads, tails), marks, cues, words, prefixes, pairs, leads, shape = _analyse(raw, norm)
+    feats = [BIAS]
+    for run in thai_runs:
+        padded = f" {run} "
+        feats += [padded[i:i + THAI_NGRAM_CHARS] for i in range(len(run))]
+    feats += [_EDGE_START + head for head in heads]
+    feats += [_EDGE_END + tail for tail in tails]
+    feats += marks
+    feats += cues
+    feats += [_WORD + w for w in words]
+    feats += [_PREFIX + p for p in prefixes]
+    feats += [_PAIR + pair for pair in pairs]
+    feats += [_LEAD + lead for lead in leads]
+    feats += shape
     return feats
+
+
+def _ngram_codes(edged: bytes) -> memoryview:
+    """The trigrams of `edged` (one byte per character) as unsigned ints, in order."""
+    count = len(edged) - THAI_NGRAM_CHARS + 1
+    packed = bytearray(_CODE_BYTES * count)
+    for offset in range(THAI_NGRAM_CHARS):  # byte `offset` of every code, in one C loop
+        packed[offset::_CODE_BYTES] = edged[offset:offset + count]
+    return memoryview(packed).cast("I")
+
+
+def _thai_ngram_code(name: str) -> int:
+    """The integer FeatureTables uses for the Thai trigram feature `name`."""
+    if not all(ch == " " or 0 <= ord(ch) - _THAI_BLOCK_START < _RUN_EDGE for ch in name):
+        raise ValueError(f"not a Thai trigram: {name!r}")
+    edged = bytes(_RUN_EDGE if ch == " " else ord(ch) - _THAI_BLOCK_START for ch in name)
+    return _ngram_codes(edged)[0]
+
+
+class FeatureTables:
+    """A model's packed weights split by feature family, keyed without the family prefix.
+
+    Scoring a message this way builds no feature names: words, pairs and edges are looked up
+    as the strings the text analysis produced (the word hashes computed for the cue look-up
+    are reused), and Thai trigrams as integers.  `total()` equals summing the packed weight
+    of every name `features()` returns.
+    """
+
+    __slots__ = ("_bias", "_named", "_ngrams", "_marks", "_heads", "_tails", "_words",
+                 "_prefixes", "_pairs", "_leads")
+
+    def __init__(self, packed: dict[str, int]) -> None:
+        self._bias = packed.get(BIAS, 0)
+        self._named: dict[str, int] = {}
+        self._ngrams: dict[int, int] = {}
+        self._marks: dict[str, int] = {}
+        by_prefix: dict[str, dict[str, int]] = {
+            prefix: {} for prefix in (_EDGE_START, _EDGE_END, _WORD, _PREFIX, _PAIR, _LEAD)}
+        for name, value in packed.items():
+            head = name[0]
+            if len(name) == 1:
+                self._marks[name] = value
+            elif head in (_WORD, _PREFIX, _PAIR, _LEAD):
+                by_prefix[head][name[1:]] = value
+            elif name.startswith((_EDGE_START, _EDGE_END)):
+                by_prefix[name[:2]][name[2:]] = value
+            elif head < " ":                     # bias, shape and cue names, built at import
+                self._named[name] = value
+            elif len(name) == THAI_NGRAM_CHARS:
+                self._ngrams[_thai_ngram_code(name)] = value
+            else:
+                raise ValueError(f"feature of no known family: {name!r}")
+        self._heads, self._tails = by_prefix[_EDGE_START], by_prefix[_EDGE_END]
+        self._words, self._prefixes = by_prefix[_WORD], by_prefix[_PREFIX]
+        self._pairs, self._leads = by_prefix[_PAIR], by_prefix[_LEAD]
+
+    def total(self, raw: str, norm: str) -> tuple[int, int]:
+        """(sum of the packed weights of the message's features, number of features)."""
+        thai_runs, (heads, tails), marks, cues, words, prefixes, pairs, leads, shape = _analyse(raw, norm)
+        named = self._named.get
+        found = chain(map(self._heads.get, heads), map(self._tails.get, tails),
+                      map(self._marks.get, marks), map(named, cues),
+                      map(self._words.get, words), map(self._prefixes.get, prefixes),
+                      map(self._pairs.get, pairs), map(self._leads.get, leads), map(named, shape))
+        total = sum(filter(None, found), self._bias)
+        count = (1 + len(heads) + len(tails) + len(marks) + len(cues) + len(words)
+                 + len(prefixes) + len(pairs) + len(leads) + len(shape))
+        if thai_runs:
+            edge = _RUN_EDGE_CHAR
+            # Runs joined by one edge byte: a trigram across a joint has the edge byte in its
+            # middle, which no real trigram has, so it is in no table; it is not counted.
+            edged = (edge + edge.join(thai_runs) + edge).encode("utf-16-le")[::2]
+            total += sum(filter(None, map(self._ngrams.get, _ngram_codes(edged))))
+            count += sum(map(len, thai_runs))
+        return total, count
