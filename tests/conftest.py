@@ -47,13 +47,16 @@ def free_port() -> int:
 class Client:
     """A wire-protocol client written against the README, with plain msgpack maps."""
 
-    def __init__(self, endpoint: str, options: dict | None = None) -> None:
-        """options: socket options set before connecting (e.g. CurveZMQ keys)."""
+    def __init__(self, endpoint: str, options: dict | None = None, before_connect=None) -> None:
+        """options: socket options set before connecting (e.g. CurveZMQ keys); before_connect:
+        called with the socket just before it connects (e.g. to attach a monitor)."""
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         for option, value in (options or {}).items():
             self.sock.setsockopt(option, value)
+        if before_connect is not None:
+            before_connect(self.sock)
         self.sock.connect(endpoint)
 
     def send_raw(self, data: bytes) -> None:
@@ -121,8 +124,9 @@ class Warmwire:
         status = self.status()
         return bool(status["services"]) and all(s["state"] == "healthy" for s in status["services"])
 
-    def client(self, endpoint: str | None = None, options: dict | None = None) -> Client:
-        client = Client(endpoint or self.frontend, options)
+    def client(self, endpoint: str | None = None, options: dict | None = None,
+               before_connect=None) -> Client:
+        client = Client(endpoint or self.frontend, options, before_connect)
         self.clients.append(client)
         return client
 

@@ -288,8 +288,12 @@ def client_keys(home: Path, name: str) -> dict:
 
 def handshake(system: Warmwire, options: dict):
     """A client that connects with these options; returns it and its first handshake event."""
-    client = system.client(system.loopback, options)
-    monitor = client.sock.get_monitor_socket()
+    # The monitor is attached before connecting: a handshake that completes first is never
+    # reported to a monitor attached after it.
+    monitors = []
+    client = system.client(system.loopback, options,
+                           before_connect=lambda sock: monitors.append(sock.get_monitor_socket()))
+    monitor = monitors[0]
     try:
         events = (SUCCEEDED, FAILED_PROTOCOL, FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         deadline = time.monotonic() + HANDSHAKE_DEADLINE
