@@ -149,8 +149,10 @@ def cue_features(norm: str, words: list[str], pairs: list[str], ascii_only: bool
     get = _EN_PHRASES.get
     # Whole-word phrases of one to three words, looked up without a Python-level loop.
     found = set(filter(None, map(get, chain(words, pairs))))
-    if not _TRIPLE_HEADS.isdisjoint(pairs):
-        found.update(filter(None, map(get, map(" ".join, zip(words, words[1:], words[2:])))))
+    heads = _TRIPLE_HEADS.intersection(pairs)
+    if heads:
+        found.update(filter(None, map(get, [f"{pair} {third}" for pair, third in zip(pairs, words[2:])
+                                             if pair in heads])))
     if not ascii_only:
         found.update(map(_TH_PHRASES.__getitem__, _TH_RE.findall(norm)))
     if "?" in norm:

@@ -11,21 +11,30 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from itertools import chain
+from operator import itemgetter
 
 from .cues import cue_features
 
 # --- normalisation -------------------------------------------------------------------------
 
 # Thai digits ๐-๙ and ASCII digits all become "0": the value of a number never decides the
-# tier, only that there is one.  (A regex substitution: str.translate is slow on Thai text.)
-# ("0" itself is left out: replacing it by itself would be wasted work.)
+# tier, only that there is one.  ASCII text is folded and lower-cased by one bytes.translate;
+# other text by a regex substitution (str.translate is slow on Thai text).  "0" itself is
+# left out of the pattern: replacing it by itself would be wasted work.
 _DIGIT_RE = re.compile(r"[1-9๐-๙]")
-# "555" is Thai internet laughter (5 is pronounced "ha"); keep it apart from real numbers.
-_LAUGH_RE = re.compile(r"(?<![0-9๐-๙])[5๕]{3,}(?![0-9๐-๙])")
+_ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789",
+                              b"abcdefghijklmnopqrstuvwxyz000000000")
+# "555" is Thai internet laughter (5 is pronounced "ha"); keep it apart from real numbers:
+# three or more 5s with no digit on either side.  The pattern starts with the 5 itself (the
+# look-behind checks the character before it), so re skips quickly to the 5s.
+_LAUGH_RE = re.compile(r"[5๕](?<![0-9๐-๙][5๕])[5๕]{2,}(?![0-9๐-๙])")
 _LAUGH_TOKEN = " ฮ่าๆ "
 # Stretched letters ("thanksss", "ค่าาาา") are reduced to two, which keeps the emphasis
-# signal while mapping every stretch length to the same features.
-_REPEAT_RE = re.compile(r"(.)\1\1+")
+# signal while mapping every stretch length to the same features: a character is dropped
+# when the next two are the same character (a literal "" replacement, which re does in C).
+_STRETCH_RE = re.compile(r"(.)\1\1")
+_ZEROS_RE, _TWO_ZEROS = re.compile("000+"), "00"
+_STRETCHED_RE = re.compile(r"(.)(?=\1\1)")
 _URL_RE = re.compile(r"(?:https?://|www\.)\S+")
 _URL_TOKEN = " url "
 
@@ -33,16 +42,23 @@ _URL_TOKEN = " url "
 def normalise(text: str) -> str:
     """Lower-cased, digit-folded, whitespace-collapsed text."""
     # Cheap tests skip the regexes on messages they cannot change.
-    if _DIGIT_RE.search(text):
-        # A laugh is three or more 5s, so it contains one of these pairs.
-        if "55" in text or "๕๕" in text or "5๕" in text or "๕5" in text:
-            text = _LAUGH_RE.sub(_LAUGH_TOKEN, text)
-        text = _DIGIT_RE.sub("0", text)
-    text = text.lower()
-    if "http" in text or "www." in text:
+    if "5" in text or "๕" in text:
+        text = _LAUGH_RE.sub(_LAUGH_TOKEN, text)
+    if text.isascii():
+        text = text.encode("ascii").translate(_ASCII_FOLD).decode("ascii")
+    else:
+        if _DIGIT_RE.search(text):
+            text = _DIGIT_RE.sub("0", text)
+        text = text.lower()
+    if "000" in text:  # numbers are the common stretch; shortened here by a fast literal scan
+        text = _ZEROS_RE.sub(_TWO_ZEROS, text)
+    # A URL has "://" or "www."; one-character tests are the cheap ones on Thai text.
+    if (":" in text or "." in text) and ("http" in text or "www." in text):
         text = _URL_RE.sub(_URL_TOKEN, text)
-    if _REPEAT_RE.search(text):  # sub() costs several times more than a failed search
-        text = _REPEAT_RE.sub(r"\1\1", text)
+    stretch = _STRETCH_RE.search(text)
+    if stretch:  # nothing before the first stretch changes, so sub() starts there
+        start = stretch.start()
+        text = text[:start] + _STRETCHED_RE.sub("", text[start:])
     return " ".join(text.split())
 
 
@@ -57,20 +73,20 @@ THAI_NGRAM_CHARS = 3
 # politeness particles (ไหม, หน่อย, ครับ) sit at the edges.
 EDGE_SIZES = (2, 4)
 PREFIX_CHARS = 4
-LEADING_WORDS = 2
 
 # Length buckets (characters of the stripped original text); the last bucket is "longer".
 LENGTH_BUCKETS = (4, 12, 30, 60, 120, 250, 400)
 WORD_BUCKETS = (1, 2, 4, 8, 16, 40)
 # A few of these symbols are normal prose; many suggest code, paths or data.
 CODE_SYMBOL_BUCKETS = (0, 2, 5)
-_CODE_SYMBOL_RE = re.compile(r"[{}\[\]()<>=;$\\|`_/#*]")
+_CODE_SYMBOLS = "{}[]()<>=;$\\|`_/#*"
+_CODE_SYMBOL_BYTES = _CODE_SYMBOLS.encode("ascii")
 
 _LATIN_WORD_RE = re.compile(r"[a-z0][a-z0']*")
 _THAI_RUN_RE = re.compile(r"[\u0e00-\u0e7f]+")
 _LATIN_RE = re.compile(r"[a-z]")
 # Punctuation and symbols ("?", ":", quotes, emoji) as single-character features.
-_MARK_RE = re.compile(r"[^\w\s\u0e00-\u0e7f]")
+_MARK_RE = re.compile(r"[^\u0e00-\u0e7f\s\w]")  # Thai first: the common case on non-ASCII text
 # Emoji and pictographs (the main blocks; enough to notice "this message has emoji").
 _EMOJI_RE = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
 
@@ -81,15 +97,23 @@ BIAS = "\x00bias"
 _EDGE_START, _EDGE_END = "\x01<", "\x01>"
 _WORD, _PAIR, _LEAD, _SHAPE, _PREFIX = "\x02", "\x03", "\x04", "\x05", "\x07"
 
-# Shape feature names, built once (so their hashes are computed once): one per bucket.
+# Shape feature names, built once (so their hashes are computed once): one per bucket, the
+# bucket being the index of the first bound >= the value (bisect_left).
 _LENGTH_FEATS = tuple(f"{_SHAPE}len{i}" for i in range(len(LENGTH_BUCKETS) + 1))
 _WORDS_FEATS = tuple(f"{_SHAPE}words{i}" for i in range(len(WORD_BUCKETS) + 1))
 _SYMBOL_FEATS = tuple(f"{_SHAPE}sym{i}" for i in range(len(CODE_SYMBOL_BUCKETS) + 1))
 _SCRIPT_FEATS = {(thai, latin): f"{_SHAPE}script{int(thai)}{int(latin)}"
                  for thai in (False, True) for latin in (False, True)}
 _MULTILINE, _DIGIT, _EMOJI = _SHAPE + "multiline", _SHAPE + "digit", _SHAPE + "emoji"
-# The marks of ASCII text, found by a set intersection instead of a regex scan.
-_ASCII_MARKS = frozenset(filter(_MARK_RE.match, map(chr, range(128))))
+# Several families are read from the text's UTF-8 bytes with bytes.translate, one C loop
+# each: ASCII symbols and letters never occur inside a multi-byte character.
+_NON_MARK_BYTES = bytes(c for c in range(128) if not _MARK_RE.match(chr(c)))  # in ASCII text
+_LATIN_WORD_CHARS = b"abcdefghijklmnopqrstuvwxyz0'"
+# Every byte that cannot be in a word becomes a space; split() then finds the words.
+_WORDS_SPACED = bytes(c if c in _LATIN_WORD_CHARS else ord(" ") for c in range(256))
+# The edges of a text as one C call each: (text[:k] for k in EDGE_SIZES), (text[-k:] ...).
+_HEADS = itemgetter(*(slice(None, k) for k in EDGE_SIZES))
+_TAILS = itemgetter(*(slice(-k, None) for k in EDGE_SIZES))
 
 # A Thai trigram is scored as an integer, not a string: each character of the Thai block
 # U+0E00-U+0E7F becomes one byte (its low UTF-16 byte) and the space padding a run becomes
@@ -98,11 +122,6 @@ _THAI_BLOCK_START = 0x0E00
 _RUN_EDGE = 0x80
 _RUN_EDGE_CHAR = chr(_RUN_EDGE)  # its low UTF-16 byte is _RUN_EDGE; never inside a Thai run
 _CODE_BYTES = 4  # one unsigned int ("I") per n-gram
-
-
-def _bucket(value: int, bounds: tuple[int, ...]) -> int:
-    """Index of the first bound >= value (len(bounds) when above them all)."""
-    return bisect_left(bounds, value)
 
 
 def window(text: str) -> str:
@@ -116,20 +135,30 @@ def _analyse(raw: str, norm: str) -> tuple:
     text = window(norm)
     ascii_only = text.isascii()  # no Thai, no emoji: several scans can be skipped
     thai_runs = () if ascii_only else _THAI_RUN_RE.findall(text)
-    edges = [text[:k] for k in EDGE_SIZES], [text[-k:] for k in EDGE_SIZES]
-    marks = _ASCII_MARKS.intersection(text) if ascii_only else set(_MARK_RE.findall(text))
-    words = _LATIN_WORD_RE.findall(text)
+    edges = _HEADS(text), _TAILS(text)
+    utf8 = text.encode()
+    if ascii_only:
+        marks = set(utf8.translate(None, _NON_MARK_BYTES).decode("ascii"))
+    else:
+        marks = set(_MARK_RE.findall(text))
+    spaced = utf8.translate(_WORDS_SPACED).decode("ascii")
+    # A word starts with a letter or 0: only an apostrophe opening a run needs the regex.
+    if " '" in spaced or spaced.startswith("'"):
+        words = _LATIN_WORD_RE.findall(text)
+    else:
+        words = spaced.split()
     pairs = list(map(" ".join, zip(words, words[1:])))
     cues = cue_features(text, words, pairs, ascii_only)
     if words:
         prefixes = [w[:PREFIX_CHARS] for w in words if len(w) > PREFIX_CHARS]
-        leads = (" ".join(words[:LEADING_WORDS]), words[0])
+        leads = (pairs[0] if pairs else words[0], words[0])  # the first two words, the first
     else:
         prefixes, leads = [], ()
+    symbols = len(utf8) - len(utf8.translate(None, _CODE_SYMBOL_BYTES))
     shape = [
-        _LENGTH_FEATS[_bucket(len(raw.strip()), LENGTH_BUCKETS)],
-        _WORDS_FEATS[_bucket(text.count(" ") + 1, WORD_BUCKETS)],
-        _SYMBOL_FEATS[_bucket(len(_CODE_SYMBOL_RE.findall(text)), CODE_SYMBOL_BUCKETS)],
+        _LENGTH_FEATS[bisect_left(LENGTH_BUCKETS, len(raw.strip()))],
+        _WORDS_FEATS[bisect_left(WORD_BUCKETS, text.count(" ") + 1)],
+        _SYMBOL_FEATS[bisect_left(CODE_SYMBOL_BUCKETS, symbols)],
         _SCRIPT_FEATS[bool(thai_runs), bool(words) and _LATIN_RE.search(text) is not None],
     ]
     if "\n" in raw:
