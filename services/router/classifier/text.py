@@ -112,6 +112,7 @@ _LATIN_WORD_CHARS = b"abcdefghijklmnopqrstuvwxyz0'"
 # Every byte that cannot be in a word becomes a space; split() then finds the words.
 _WORDS_SPACED = bytes(c if c in _LATIN_WORD_CHARS else ord(" ") for c in range(256))
 # The edges of a text as one C call each: (text[:k] for k in EDGE_SIZES), (text[-k:] ...).
+# EDGE_SIZES needs two or more sizes: an itemgetter of one item returns it bare, not in a tuple.
 _HEADS = itemgetter(*(slice(None, k) for k in EDGE_SIZES))
 _TAILS = itemgetter(*(slice(-k, None) for k in EDGE_SIZES))
 
