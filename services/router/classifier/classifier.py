@@ -21,7 +21,7 @@ CONFIDENCE_DIGITS = 3
 class Classifier:
     """Maps a message to one of TIERS.  Build once with `Classifier.load()`; thread-safe."""
 
-    __slots__ = ("_model", "_tables", "_tiers", "_spans")
+    __slots__ = ("_model", "_tables", "_tiers", "_spans", "_verdicts")
 
     def __init__(self, model: LinearModel) -> None:
         unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
@@ -36,6 +36,9 @@ class Classifier:
         self._tiers = [t for t in TIERS if t in tier_of]
         self._spans = [slice(tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
                        for t in self._tiers]
+        # Model verdicts by (intent, confidence): Verdict is immutable, so equal verdicts can
+        # be one object, which saves building it per call.  At most 17 x 1001 entries.
+        self._verdicts: dict[tuple[str, float], Verdict] = {}
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> "Classifier":
@@ -75,8 +78,12 @@ class Classifier:
         span = self._spans[chosen]
         in_tier = exps[span]
         intent = self._model.intents[span.start + in_tier.index(max(in_tier))]
-        return Verdict(self._tiers[chosen], INTENT_REASON[intent],
-                       round(best / sum(masses), CONFIDENCE_DIGITS), intent)
+        key = intent, round(best / sum(masses), CONFIDENCE_DIGITS)
+        verdict = self._verdicts.get(key)
+        if verdict is None:  # a dict store is atomic, so racing threads at worst build it twice
+            verdict = self._verdicts[key] = Verdict(self._tiers[chosen], INTENT_REASON[intent],
+                                                    key[1], intent)
+        return verdict
 
     def tier_probabilities(self, text: str) -> dict[str, float]:
         """Model probability of each tier (ignores the rules); for diagnostics."""

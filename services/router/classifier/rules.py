@@ -77,17 +77,20 @@ _OPENER_EN = (r"(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|after
               r"|morning|thanks?(?: you)?(?: so much| a lot| very much)?|thx|ty|cheers"
               r"|ok(?:ay)?|alright|sure|cool|great|perfect|awesome|nice|got it|yes|yeah|yep)"
               r"(?: there| again| (?:bot|buddy|mate|warmwire))?")
-_OPENER_EN_RE = re.compile(
-    rf"^\s*{_OPENER_EN}\s*(?:[!,.;:~\-–—]+|[\u2600-\u27bf\U0001f000-\U0001faff]+|\n)\s*",
-    re.IGNORECASE)
+_OPENER_EN_PATTERN = (
+    rf"^\s*{_OPENER_EN}\s*(?:[!,.;:~\-–—]+|[\u2600-\u27bf\U0001f000-\U0001faff]+|\n)\s*")
 # A bare greeting word followed by a longer request: "hi can you fix ...".
-_GREETING_SPACE_RE = re.compile(r"^\s*(?:hi+|hello+|hey+|yo)\s+(?=\S+\s+\S+\s+\S)", re.IGNORECASE)
+_GREETING_SPACE_PATTERN = r"^\s*(?:hi+|hello+|hey+|yo)\s+(?=\S+\s+\S+\s+\S)"
 # Thai openers are often followed by nothing but a space (or nothing at all) before the
 # request, so a space is enough once an optional politeness particle is consumed.
 _PARTICLES_TH = r"(?:ครับผม|ครับ|คับ|ค่ะ|คะ|ค่า|นะ|จ้า|จ้ะ|จ๊ะ|น้า|ผม|มากๆ|มาก|เลย)*"
-_OPENER_TH_RE = re.compile(
+_OPENER_TH_PATTERN = (
     rf"^\s*(?:สวัสดี|หวัดดี|ดีจ้า|ดีครับ|ดีค่ะ|ขอบคุณ|ขอบใจ|แต๊งกิ้ว|โอเค|ได้เลย|อ๋อ|อ้อ)"
     rf"{_PARTICLES_TH}(?:[\s!,.~]+|[\u2600-\u27bf\U0001f000-\U0001faff]+)")
+# The three as one regex, tried in that order (an alternation takes the first alternative
+# that matches, as `or` would): one match call per opener instead of three.
+_OPENER_RE = re.compile(
+    f"(?i:{_OPENER_EN_PATTERN})|{_OPENER_TH_PATTERN}|(?i:{_GREETING_SPACE_PATTERN})")
 # What is left must look like a request on its own before it replaces the whole message.
 MIN_REMAINDER_CHARS = 6
 # "hi! thanks, ..." has two openers; more than a few in a row is not a pleasantry any more.
@@ -99,8 +102,7 @@ def split_opener(text: str) -> tuple[str, str] | None:
     rest = text
     opener = ""
     for _ in range(MAX_OPENERS):
-        match = (_OPENER_EN_RE.match(rest) or _OPENER_TH_RE.match(rest)
-                 or _GREETING_SPACE_RE.match(rest))
+        match = _OPENER_RE.match(rest)
         if not match or match.end() == 0:
             break
         opener += match.group(0)
