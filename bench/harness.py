@@ -26,6 +26,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _fully_started(status) -> bool:
+    """Every service healthy, and the search-cache's vector side up: it loads its embedding
+    model in the background after it answers probes, and that load (seconds of CPU) is start-up,
+    not what any row measures."""
+    if not status or not all(s.state == "healthy" for s in status.services):
+        return False
+    search = next((s for s in status.services if s.name == "search-cache"), None)
+    return search is None or search.stats.get("chroma") == "up"
+
+
 class System:
     """A whole warmwire (supervisor and services) in real processes."""
 
@@ -45,8 +55,7 @@ class System:
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
-            status = fetch(self.config)
-            if status and all(s.state == "healthy" for s in status.services):
+            if _fully_started(fetch(self.config)):
                 return self
             if self.proc.poll() is not None:
                 break
