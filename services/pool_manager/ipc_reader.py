@@ -54,6 +54,13 @@ def count_entries(folder, limit: int) -> int:
     return count
 
 
+def _shown(agent, where: str, event) -> str:
+    """An event's entry as a log line may show it; made only for a rejection, since
+    redacting the agent's key out of the name costs time on every result file."""
+    name = ipc.safe_name(event.name, agent.secret)
+    return name if where == ROOT else f"{where}/{name}"
+
+
 class IpcReader:
     def __init__(self, loop: EventLoop, sweep_interval: float, max_entries: int,
                  on_message: Callable[[object, ipc.Message], None],
@@ -117,21 +124,18 @@ class IpcReader:
 
     def _broken(self, agent, where: str, event) -> ipc.IpcError | None:
         """What an event shows the agent did against the protocol, if anything."""
-        shown = ipc.safe_name(event.name, agent.secret)
-        if where != ROOT:
-            shown = f"{where}/{shown}"
         if event.mask & IGNORED:
             return ipc.OutsideFolder(f"ipc folder {where}/ was removed or replaced")
         if event.mask & ISDIR:
-            return ipc.OutsideFolder(f"ipc entry {shown}: made a folder")
+            return ipc.OutsideFolder(f"ipc entry {_shown(agent, where, event)}: made a folder")
         if where == ROOT:
-            return ipc.OutsideFolder(f"ipc entry {shown}: written beside in/ and out/")
+            return ipc.OutsideFolder(f"ipc entry {_shown(agent, where, event)}: written beside in/ and out/")
         if not event.mask & CREATE:
             return None
         if where == IN:
             agent.entries_in += 1
             if agent.entries_in > agent.files_sent:
-                return ipc.OutsideFolder(f"ipc entry {shown}: the host did not write it")
+                return ipc.OutsideFolder(f"ipc entry {_shown(agent, where, event)}: the host did not write it")
             return None
         agent.entries += 1
         return self._flooded(agent, agent.entries)
