@@ -385,8 +385,8 @@ NOT_UTF8 = "frame holds a string that is not valid UTF-8"
 MAX_REASON_CHARS = 200
 
 
-def shorten(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+def shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Codec:

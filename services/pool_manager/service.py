@@ -17,7 +17,7 @@ import zmq
 
 from proto import ipc
 from proto.config import Config
-from proto.frames import Codec, Job, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage
+from proto.frames import Codec, Job, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage, shorten
 from proto.loop import EventLoop, Timer
 from proto.store_client import StoreClient
 
@@ -38,8 +38,7 @@ AGENT_NOTE_CHARS = 300
 
 
 def _agent_note(value: object) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= AGENT_NOTE_CHARS else text[:AGENT_NOTE_CHARS] + "..."
+    return shorten(" ".join(str(value).split()), AGENT_NOTE_CHARS)
 
 
 def _tokens(usage: dict, *names: str) -> int:
