@@ -28,6 +28,19 @@ from proto.sockets import received
 log = logging.getLogger(__name__)
 
 
+class PendingWrite:
+    """A write not yet committed: what to send again, when it was last sent, whether the
+    store-writer may refuse it for good, and whether ``on_kept`` has heard of it."""
+
+    __slots__ = ("payload", "sent_at", "refusable", "kept")
+
+    def __init__(self, payload: bytes, sent_at: float, refusable: bool) -> None:
+        self.payload = payload
+        self.sent_at = sent_at
+        self.refusable = refusable
+        self.kept = False
+
+
 class StoreClient:
     def __init__(self, socket: zmq.Socket, loop: EventLoop, ack_timeout: float,
                  on_committed: Callable[[str], None],
@@ -43,8 +56,7 @@ class StoreClient:
         self.on_kept = on_kept
         self.codec = Codec(StoreIn)
         self.acks = Codec(StoreOut)
-        # key -> [payload, sent_at, refusable, kept (on_kept was called)]
-        self.pending: dict[str, list[Any]] = {}
+        self.pending: dict[str, PendingWrite] = {}
         self.retry_timer: Timer | None = None
         self.resends = 0
         # Why the store-writer last said it cannot write; None once it commits again.
@@ -67,7 +79,7 @@ class StoreClient:
     def write(self, frame: Any, refusable: bool = False) -> None:
         """Send a store frame; its ``key`` is what the acknowledgement will name."""
         payload = self.codec.encode(frame)
-        self.pending[frame.key] = [payload, time.monotonic(), refusable, False]
+        self.pending[frame.key] = PendingWrite(payload, time.monotonic(), refusable)
         self._send(payload)
         if self.retry_timer is None:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)
@@ -95,7 +107,7 @@ class StoreClient:
                 elif not ack.unavailable:
                     del self.pending[key]
                     self.on_failed(key, ack.error)
-                elif entry[2]:
+                elif entry.refusable:
                     del self.pending[key]
                     self.on_refused(key, ack.error)
                 else:  # kept, and sent again by the retry timer until it can be written
@@ -103,18 +115,18 @@ class StoreClient:
                         self.unavailable = ack.error
                         log.warning("the store-writer cannot write (%s); keeping writes and "
                                     "sending them again until it can", ack.error)
-                    if not entry[3] and self.on_kept is not None:
-                        entry[3] = True
+                    if not entry.kept and self.on_kept is not None:
+                        entry.kept = True
                         self.on_kept(key, ack.error)
 
     def _retry(self) -> None:
         """Send again every write whose acknowledgement is overdue."""
         self.retry_timer = None
         now = time.monotonic()
-        overdue = [entry for entry in self.pending.values() if entry[1] <= now - self.ack_timeout]
+        overdue = [entry for entry in self.pending.values() if entry.sent_at <= now - self.ack_timeout]
         for entry in overdue:
-            entry[1] = now
-            self._send(entry[0])
+            entry.sent_at = now
+            self._send(entry.payload)
         self.resends += len(overdue)
         # An outage the store-writer explained is logged once, by on_readable.
         if overdue and self.unavailable is None and self.silent_since is None:
