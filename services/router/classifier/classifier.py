@@ -7,6 +7,8 @@ summed per tier) and whose most likely intent inside that tier becomes `intent`.
 """
 from __future__ import annotations
 
+from itertools import accumulate
+from operator import sub
 from pathlib import Path
 
 from . import rules
@@ -14,14 +16,15 @@ from .model import WEIGHTS_PATH, LinearModel
 from .text import FeatureTables, features, normalise
 from .verdict import INLINE, INTENT_REASON, LEARNED_INTENTS, TIERS, Verdict
 
-# Probabilities are rounded so verdicts print compactly and compare stably.
-CONFIDENCE_DIGITS = 3
+# Confidence is reported in thousandths: verdicts print compactly and compare stably.
+CONFIDENCE_STEPS = 1000
 
 
 class Classifier:
     """Maps a message to one of TIERS.  Build once with `Classifier.load()`; thread-safe."""
 
-    __slots__ = ("_model", "_tables", "_tiers", "_spans", "_verdicts")
+    __slots__ = ("_model", "_tables", "_tiers", "_spans", "_span_starts", "_span_stops",
+                 "_verdicts")
 
     def __init__(self, model: LinearModel) -> None:
         unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
@@ -36,9 +39,12 @@ class Classifier:
         self._tiers = [t for t in TIERS if t in tier_of]
         self._spans = [slice(tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
                        for t in self._tiers]
-        # Model verdicts by (intent, confidence): Verdict is immutable, so equal verdicts can
-        # be one object, which saves building it per call.  At most 17 x 1001 entries.
-        self._verdicts: dict[tuple[str, float], Verdict] = {}
+        self._span_starts = [span.start for span in self._spans]
+        self._span_stops = [span.stop for span in self._spans]
+        # Model verdicts by intent and confidence: Verdict is immutable, so equal verdicts can
+        # be one object, which saves building it per call.  Filled as they occur.
+        self._verdicts: list[list[Verdict | None]] = [
+            [None] * (CONFIDENCE_STEPS + 1) for _ in model.intents]
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> "Classifier":
@@ -71,18 +77,21 @@ class Classifier:
     def _predict(self, text: str) -> Verdict:
         exps = self._model.relative_exps(*self._tables.total(text, normalise(text)))
         # Probabilities are exps / sum(exps); the divisions are left out where only their
-        # order matters.
-        masses = [sum(exps[span]) for span in self._spans]
+        # order matters.  Running sums make each tier's mass one subtraction, done in C.
+        running = list(accumulate(exps, initial=0.0))
+        at = running.__getitem__
+        masses = list(map(sub, map(at, self._span_stops), map(at, self._span_starts)))
         best = max(masses)
-        chosen = masses.index(best)  # the likeliest tier; the first one on a tie
-        span = self._spans[chosen]
+        tier = masses.index(best)  # the likeliest tier; the first one on a tie
+        span = self._spans[tier]
         in_tier = exps[span]
-        intent = self._model.intents[span.start + in_tier.index(max(in_tier))]
-        key = intent, round(best / sum(masses), CONFIDENCE_DIGITS)
-        verdict = self._verdicts.get(key)
-        if verdict is None:  # a dict store is atomic, so racing threads at worst build it twice
-            verdict = self._verdicts[key] = Verdict(self._tiers[chosen], INTENT_REASON[intent],
-                                                    key[1], intent)
+        intent = span.start + in_tier.index(max(in_tier))
+        confidence = int(best / running[-1] * CONFIDENCE_STEPS + 0.5)
+        verdict = self._verdicts[intent][confidence]
+        if verdict is None:  # a list store is atomic, so racing threads at worst build it twice
+            name = self._model.intents[intent]
+            verdict = self._verdicts[intent][confidence] = Verdict(
+                self._tiers[tier], INTENT_REASON[name], confidence / CONFIDENCE_STEPS, name)
         return verdict
 
     def tier_probabilities(self, text: str) -> dict[str, float]:
