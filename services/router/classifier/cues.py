@@ -96,7 +96,9 @@ for _group, _phrases in _EN.items():
         if len(_phrase.split()) > MAX_PHRASE_WORDS:
             raise ValueError(f"cue phrase longer than {MAX_PHRASE_WORDS} words: {_phrase!r}")
         _EN_PHRASES[_phrase] = CUE_PREFIX + _group
-# Only a word pair that begins a three-word phrase is worth extending to a triple.
+# Only a pair starting with the first word of a multi-word phrase can be a phrase, and only
+# a pair that begins a three-word phrase is worth extending to a triple.
+_PAIR_HEADS = frozenset(phrase.split(" ", 1)[0] for phrase in _EN_PHRASES if " " in phrase)
 _TRIPLE_HEADS = frozenset(phrase.rsplit(" ", 1)[0] for phrase in _EN_PHRASES if phrase.count(" ") == 2)
 _TH_PHRASES = {word: CUE_PREFIX + group for group, words in _TH.items() for word in words.split()}
 
@@ -141,18 +143,20 @@ _CONJUNCTIONS = tuple((CUE_PREFIX + a, CUE_PREFIX + b, f"{CUE_PREFIX}{a}+{b}")
 _QUESTION = CUE_PREFIX + "qword"
 
 
-def cue_features(norm: str, words: list[str], pairs: list[str], ascii_only: bool) -> set[str]:
+def cue_features(norm: str, words: list[str], ascii_only: bool) -> set[str]:
     """Cue-group features of normalised text whose Latin word tokens are `words`.
 
-    `pairs` are the neighbouring words joined by a space; `ascii_only` says `norm` has no Thai.
+    `ascii_only` says `norm` has no Thai.
     """
     get = _EN_PHRASES.get
+    pairs = [f"{word} {after}" for word, after in zip(words, words[1:]) if word in _PAIR_HEADS]
     # Whole-word phrases of one to three words, looked up without a Python-level loop.
     found = set(filter(None, map(get, chain(words, pairs))))
     heads = _TRIPLE_HEADS.intersection(pairs)
     if heads:
-        found.update(filter(None, map(get, [f"{pair} {third}" for pair, third in zip(pairs, words[2:])
-                                             if pair in heads])))
+        triples = [f"{first} {second} {third}" for first, second, third
+                   in zip(words, words[1:], words[2:]) if f"{first} {second}" in heads]
+        found.update(filter(None, map(get, triples)))
     if not ascii_only:
         found.update(map(_TH_PHRASES.__getitem__, _TH_RE.findall(norm)))
     if "?" in norm:

@@ -11,6 +11,7 @@ features (length, script, code-like symbols, ...) are added for both.
 """
 from __future__ import annotations
 
+import codecs
 import re
 from bisect import bisect_left
 from itertools import chain
@@ -128,6 +129,8 @@ _THAI_BLOCK_START = 0x0E00
 _RUN_EDGE = 0x80
 _RUN_EDGE_CHAR = chr(_RUN_EDGE)  # its low UTF-16 byte is _RUN_EDGE; never inside a Thai run
 _CODE_BYTES = 4  # one unsigned int ("I") per n-gram
+# The codec's own function: str.encode("utf-16-le") looks the codec up by name on each call.
+_UTF16_LE = codecs.getencoder("utf-16-le")
 
 
 # A cut message gets the mark "…" (the model learns that the middle is missing).  The two
@@ -156,11 +159,11 @@ def _analyse(raw: str, norm: str) -> tuple:
         words = _LATIN_WORD_RE.findall(text)
     else:
         words = spaced.split()
-    pairs = list(map(" ".join, zip(words, words[1:])))
-    cues = cue_features(text, words, pairs, ascii_only)
+    cues = cue_features(text, words, ascii_only)
     if words:
         prefixes = [w[:PREFIX_CHARS] for w in words if len(w) > PREFIX_CHARS]
-        leads = (pairs[0] if pairs else words[0], words[0])  # the first two words, the first
+        # The first two words, the first.
+        leads = (f"{words[0]} {words[1]}" if len(words) > 1 else words[0], words[0])
     else:
         prefixes, leads = [], ()
     symbols = len(utf8) - len(utf8.translate(None, _CODE_SYMBOL_BYTES))
@@ -266,7 +269,7 @@ class FeatureTables:
             edge = _RUN_EDGE_CHAR
             # Runs joined by one edge byte: a trigram across a joint has the edge byte in its
             # middle, which no real trigram has, so it is in no table; it is not counted.
-            edged = (edge + edge.join(thai_runs) + edge).encode("utf-16-le")[::2]
+            edged = _UTF16_LE(edge + edge.join(thai_runs) + edge)[0][::2]
             total += sum(filter(None, map(self._ngrams.get, _ngram_codes(edged))))
             count += sum(map(len, thai_runs))
         return total, count
