@@ -243,6 +243,18 @@ def test_cli_survives_invalid_utf8():
     assert len(out) == 3 and "error" in out[1] and out[2]["tier"] == "inline"
 
 
+def test_lone_surrogates_from_json_escapes_are_classified_not_a_crash():
+    """JSON may escape half a surrogate pair ("\\ud800"); the stream must go on."""
+    lines = ['{"text": "\\ud800 please debug this python function for me"}',
+             '{"text": "\\udc00\\u0e2a\\u0e27\\u0e31\\u0e2a\\u0e14\\u0e35 \\u0e0a\\u0e48\\u0e27\\u0e22\\u0e14\\u0e49\\u0e27\\u0e22"}',
+             '{"text": "thanks"}']
+    proc = _run_cli("\n".join(lines) + "\n")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    assert len(out) == 3 and all("tier" in row for row in out), out
+    assert out[0]["tier"] == "container-full" and out[2]["tier"] == "inline"
+
+
 def test_cli_help():
     proc = _run_cli("", "--help")
     assert proc.returncode == 0
