@@ -22,10 +22,10 @@ from .cues import cue_features
 # --- normalisation -------------------------------------------------------------------------
 
 # Thai digits ๐-๙ and ASCII digits all become "0": the value of a number never decides the
-# tier, only that there is one.  ASCII digits and letters are folded by one bytes.translate
-# of the UTF-8 text (no byte of a multi-byte character is ASCII), Thai digits (UTF-8
-# E0 B9 90-99) by a bytes regex: str.translate and str regexes are slow on Thai text.
-_THAI_DIGIT_RE = re.compile(b"\xe0\xb9[\x90-\x99]")
+# tier, only that there is one.  ASCII text is folded and lower-cased by one bytes.translate;
+# other text by a regex substitution (str.translate is slow on Thai text).  "0" itself is
+# left out of the pattern: replacing it by itself would be wasted work.
+_DIGIT_RE = re.compile(r"[1-9๐-๙]")
 _ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789",
                               b"abcdefghijklmnopqrstuvwxyz000000000")
 # "555" is Thai internet laughter (5 is pronounced "ha"); keep it apart from real numbers:
@@ -51,10 +51,9 @@ def normalise(text: str) -> str:
     if text.isascii():
         text = text.encode("ascii").translate(_ASCII_FOLD).decode("ascii")
     else:
-        utf8 = text.encode().translate(_ASCII_FOLD)
-        if b"\xe0\xb9" in utf8:  # the first two bytes of every Thai digit (and of เ ไ ่ ้ ...)
-            utf8 = _THAI_DIGIT_RE.sub(b"0", utf8)
-        text = utf8.decode().lower()
+        if _DIGIT_RE.search(text):
+            text = _DIGIT_RE.sub("0", text)
+        text = text.lower()
     if "000" in text:  # numbers are the common stretch; shortened here by a fast literal scan
         text = _ZEROS_RE.sub(_TWO_ZEROS, text)
     # A URL has "://" or "www."; one-character tests are the cheap ones on Thai text.
