@@ -16,24 +16,28 @@ VENV=.venv
 PY="$VENV/bin/python"
 MIN_PYTHON="3.11"
 
-# The interpreter .venv is made from: $WARMWIRE_PYTHON when set; else the distribution's
-# /usr/bin/python3, which distributions build with PGO and LTO (11 % fewer instructions and
-# about 20 % less time per classified message here than pyenv's default source build; see
-# README); else the first python3 on PATH.  Prints its real path.
+# A Python >= MIN_PYTHON that can make a venv.
 usable_python() {
   command -v "$1" >/dev/null 2>&1 &&
     "$1" -c "import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))" 2>/dev/null
 }
 
+real_path() { "$1" -c "import os, sys; print(os.path.realpath(sys.executable))"; }
+
+# The interpreter .venv is made from: $WARMWIRE_PYTHON when set; else the distribution's
+# /usr/bin/python3, which distributions build with PGO and LTO (11 % fewer instructions and
+# about 20 % less time per classified message here than pyenv's default source build; see
+# README); else the first python3 on PATH.  Prints its real path.
 find_python() {
   local candidate
-  if [ -n "${WARMWIRE_PYTHON:-}" ] && ! usable_python "$WARMWIRE_PYTHON"; then
+  if [ -n "${WARMWIRE_PYTHON:-}" ]; then
+    usable_python "$WARMWIRE_PYTHON" && real_path "$WARMWIRE_PYTHON" && return 0
     echo "run.sh: WARMWIRE_PYTHON=$WARMWIRE_PYTHON is not a Python >= $MIN_PYTHON with venv" >&2
     return 1
   fi
-  for candidate in ${WARMWIRE_PYTHON:-} /usr/bin/python3 python3 python3.13 python3.12 python3.11; do
+  for candidate in /usr/bin/python3 python3 python3.13 python3.12 python3.11; do
     if usable_python "$candidate"; then
-      "$candidate" -c "import os, sys; print(os.path.realpath(sys.executable))"; return 0
+      real_path "$candidate"; return 0
     fi
   done
   echo "run.sh: warmwire needs Python >= $MIN_PYTHON with venv (apt-get install python3-venv)" >&2

@@ -245,9 +245,10 @@ def test_cli_survives_invalid_utf8():
 
 def test_lone_surrogates_from_json_escapes_are_classified_not_a_crash():
     """JSON may escape half a surrogate pair ("\\ud800"); the stream must go on."""
-    lines = ['{"text": "\\ud800 please debug this python function for me"}',
-             '{"text": "\\udc00\\u0e2a\\u0e27\\u0e31\\u0e2a\\u0e14\\u0e35 \\u0e0a\\u0e48\\u0e27\\u0e22\\u0e14\\u0e49\\u0e27\\u0e22"}',
-             '{"text": "thanks"}']
+    lines = [json.dumps({"text": "\ud800 please debug this python function for me"}),
+             json.dumps({"text": "\udc00สวัสดี ช่วยด้วย"}),
+             json.dumps({"text": "thanks"})]
+    assert "\\ud800" in lines[0]  # json.dumps writes a lone surrogate as an escape
     proc = _run_cli("\n".join(lines) + "\n")
     assert proc.returncode == 0, proc.stderr.decode()
     out = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
