@@ -75,12 +75,7 @@ class Classifier:
         return self._predict(text)
 
     def _predict(self, text: str) -> Verdict:
-        try:
-            total, count = self._tables.total(text, normalise(text))
-        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no text: read it as "?"
-            text = text.encode("utf-8", "replace").decode("utf-8")
-            total, count = self._tables.total(text, normalise(text))
-        exps = self._model.relative_exps(total, count)
+        exps = self._model.relative_exps(*self._tables.total(text, normalise(text)))
         # Probabilities are exps / sum(exps); the divisions are left out where only their
         # order matters.  Running sums make each tier's mass one subtraction, done in C.
         running = list(accumulate(exps, initial=0.0))

@@ -143,10 +143,14 @@ def _analyse(raw: str, norm: str) -> tuple:
     """The parts every feature family is made of; shared by `features` and FeatureTables."""
     cut = len(norm) > WINDOW_HEAD_CHARS + WINDOW_TAIL_CHARS
     text = norm[:WINDOW_HEAD_CHARS] + _CUT_JOINT + norm[-WINDOW_TAIL_CHARS:] if cut else norm
+    try:
+        utf8 = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no text: read it as "?"
+        utf8 = text.encode("utf-8", "replace")
+        text = utf8.decode("utf-8")
     ascii_only = text.isascii()  # no Thai, no emoji: several scans can be skipped
     thai_runs = () if ascii_only else _THAI_RUN_RE.findall(text)
     edges = _HEADS(text), _TAILS(text)
-    utf8 = text.encode()
     if ascii_only:
         marks = set(utf8.translate(None, _NON_MARK_BYTES).decode("ascii"))
     else:
