@@ -11,10 +11,9 @@ borrow into the neighbour field); every field of a sum then carries the same
 from __future__ import annotations
 
 import json
-import math
 import struct
 from itertools import repeat
-from math import exp
+from math import exp, sqrt
 from pathlib import Path
 
 WEIGHTS_PATH = Path(__file__).with_name("data") / "weights.json"
@@ -73,7 +72,7 @@ class LinearModel:
         fields = self._fields.unpack(total.to_bytes(self._width, "little"))
         top = max(fields)
         # Unit-length scaling: long and short messages get comparable score magnitudes.
-        unit = 1.0 / (FIXED_POINT_SCALE * math.sqrt(count))
+        unit = 1.0 / (FIXED_POINT_SCALE * sqrt(count))
         return [exp((field - top) * unit) for field in fields]
 
     def probabilities(self, feats: list[str]) -> list[float]:
