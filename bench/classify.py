@@ -7,8 +7,10 @@ the dev and held-out messages, cycled in a fixed shuffled order, after one warm-
 Before timing, gc.freeze() moves everything loaded so far out of the garbage collector's
 reach, as the router does at start (proto/service.py): without it a collection walking the
 weights and modules now and then lands inside a timed call.
-Prints p50/p99 in microseconds against the target, and the held-out accuracy with the
-per-tier confusion table.  `run(quick)` returns the figures for a bench runner.
+Prints p50/p99 in microseconds against the target, for the scorer in use (the C one where
+it is built) and, as the baseline, for the pure-Python scorer, measured in the same run;
+then the held-out accuracy with the per-tier confusion table.  `run(quick)` returns the
+figures for a bench runner.
 """
 from __future__ import annotations
 
@@ -55,20 +57,27 @@ def run(quick: bool) -> dict:
     heldout, dev = load_jsonl(HELDOUT), load_jsonl(DEV)
     texts = [text for text, _tier in heldout + dev]
     samples = sorted(measure(clf, texts, CALLS[quick]))
+    python_samples = sorted(measure(Classifier.load(native=False), texts, CALLS[quick]))
     p50 = percentile(samples, P50) / NS_PER_US
     p99 = percentile(samples, P99) / NS_PER_US
     report = evaluate(lambda text: clf.classify(text).tier, heldout)
     dev_report = evaluate(lambda text: clf.classify(text).tier, dev)
-    print(f"classifier: loaded in {load_s * 1000:.0f} ms; {len(samples)} calls over "
-          f"{len(texts)} messages")
+    print(f"classifier: loaded in {load_s * 1000:.0f} ms, scorer {clf.scorer_name}; "
+          f"{len(samples)} calls over {len(texts)} messages")
     print(f"latency per message: p50 {p50:.1f} us, p99 {p99:.1f} us, max {samples[-1] / NS_PER_US:.0f} us"
           f" (target p99 < {TARGET_P99_US:.0f} us: {'met' if p99 < TARGET_P99_US else 'NOT MET'})")
+    python_p50 = percentile(python_samples, P50) / NS_PER_US
+    python_p99 = percentile(python_samples, P99) / NS_PER_US
+    print(f"baseline, pure-Python scorer: p50 {python_p50:.1f} us, p99 {python_p99:.1f} us"
+          f" (ratio p50 {p50 / python_p50:.2f}, p99 {p99 / python_p99:.2f})")
     print(f"\nheld-out ({HELDOUT.name}):\n{report.table()}")
     if report.errors:
         print(f"misrouted:\n{report.error_lines()}")
     print(f"\ndev ({DEV.name}): accuracy {dev_report.accuracy:.4f}")
     return {"p50_us": p50, "p99_us": p99, "accuracy": report.accuracy,
-            "dev_accuracy": dev_report.accuracy, "calls": len(samples), "load_ms": load_s * 1000}
+            "dev_accuracy": dev_report.accuracy, "calls": len(samples), "load_ms": load_s * 1000,
+            "scorer": clf.scorer_name, "python_p50_us": python_p50, "python_p99_us": python_p99}
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +119,11 @@ def bench_row(system, quick: bool, progress) -> Row:
     old_accuracy = evaluate(old_router, heldout).accuracy
     progress("classify: done", 0, 1)
     row = latency_row("classify", "us", samples, old, TARGET_P99_US,
-                      note=(f"held-out accuracy {accuracy:.1%}; baseline: the old regex router, "
-                            f"accuracy {old_accuracy:.1%} (faster, but wrong)"))
-    row.details = {"accuracy": accuracy, "baseline_accuracy": old_accuracy}
+                      note=(f"{clf.scorer_name} scorer; held-out accuracy {accuracy:.1%}; "
+                            f"baseline: the old regex router, accuracy {old_accuracy:.1%} "
+                            "(faster, but wrong)"))
+    row.details = {"accuracy": accuracy, "baseline_accuracy": old_accuracy,
+                   "scorer": clf.scorer_name}
     return row
 
 

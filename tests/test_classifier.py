@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
+import sysconfig
 import sys
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from services.router.classifier import TIERS, Classifier, Verdict
 from services.router.classifier.corpus import load_corpus
 from services.router.classifier.evaluate import evaluate, load_jsonl
 from services.router.classifier.model import LinearModel
-from services.router.classifier.text import FeatureTables, features, normalise
+from services.router.classifier.scoring import NATIVE_MISSING, PythonScorer
+from services.router.classifier.text import analyse, features, normalise
 from services.router.classifier.train import stale_reason
 from services.router.classifier.verdict import INTENT_TIER
 
@@ -64,22 +67,25 @@ def test_heldout_is_not_in_training_corpus():
 
 
 @pytest.fixture(scope="module")
-def tables(clf) -> FeatureTables:
-    return FeatureTables(clf.model.packed)
+def python_clf() -> Classifier:
+    return Classifier.load(native=False)
 
 
-def _assert_tables_match_names(tables: FeatureTables, packed: dict, text: str) -> None:
+def _known_texts() -> list[str]:
+    return [t for t, _ in load_corpus()] + [t for t, _ in load_jsonl(DEV) + load_jsonl(HELDOUT)]
+
+
+def _assert_scorer_sums_the_names(scorer: PythonScorer, packed: dict, text: str) -> None:
     norm = normalise(text)
     names = features(text, norm)
-    assert tables.total(text, norm) == (sum(packed.get(n, 0) for n in names), len(names)), text
+    assert scorer.total(analyse(text, norm)) == (sum(packed.get(n, 0) for n in names), len(names)), text
 
 
-def test_scoring_without_names_sums_the_weights_of_the_trained_names(clf, tables):
-    """Scoring builds no feature names (FeatureTables); it must add up exactly the weights
-    of the names training sees, or the shipped model is not the model that was trained."""
-    texts = [t for t, _ in load_corpus()] + [t for t, _ in load_jsonl(DEV) + load_jsonl(HELDOUT)]
-    for text in texts:
-        _assert_tables_match_names(tables, clf.model.packed, text)
+def test_scoring_without_names_sums_the_weights_of_the_trained_names(python_clf):
+    """Scoring builds no feature names (scoring.py); it must add up exactly the weights of
+    the names training sees, or the shipped model is not the model that was trained."""
+    for text in _known_texts():
+        _assert_scorer_sums_the_names(python_clf.scorer, python_clf.model.packed, text)
 
 
 # Thai (with Thai digits and unassigned code points of the block), Latin, digits, spaces,
@@ -93,8 +99,55 @@ _MIXED_TEXT = st.lists(st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(text=_MIXED_TEXT)
-def test_scoring_without_names_on_any_text(clf, tables, text):
-    _assert_tables_match_names(tables, clf.model.packed, text)
+def test_scoring_without_names_on_any_text(python_clf, text):
+    _assert_scorer_sums_the_names(python_clf.scorer, python_clf.model.packed, text)
+
+
+def _c_compiler() -> str | None:
+    return shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0])
+
+
+def test_c_scorer_is_built_where_it_can_be(clf):
+    """pip builds the C scorer when a compiler is there; without one the classifier falls
+    back to Python (and says so in its log), which is slower but gives the same answers."""
+    if _c_compiler() is None:
+        pytest.skip("no C compiler: the pure-Python scorer is in use")
+    assert not isinstance(clf.scorer, PythonScorer), f"C scorer not built: {NATIVE_MISSING}"
+
+
+@pytest.fixture(scope="module")
+def c_clf(clf) -> Classifier:
+    if isinstance(clf.scorer, PythonScorer):
+        pytest.skip(f"C scorer not built: {NATIVE_MISSING}")
+    return clf
+
+
+def _assert_scorers_agree(clf: Classifier, python_clf: Classifier, text: str) -> None:
+    analysis = analyse(text, normalise(text))
+    assert clf.scorer.decide(analysis) == python_clf.scorer.decide(analysis), text
+    assert clf.classify(text) == python_clf.classify(text), text
+
+
+def test_c_and_python_scorers_agree_on_every_known_message(c_clf, python_clf):
+    """The C scorer is the Python one made fast: the same tier, intent and confidence."""
+    for text in _known_texts():
+        _assert_scorers_agree(c_clf, python_clf, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_MIXED_TEXT)
+def test_c_and_python_scorers_agree_on_any_text(c_clf, python_clf, text):
+    _assert_scorers_agree(c_clf, python_clf, text)
+
+
+def test_c_scorer_rejects_a_malformed_analysis_without_crashing(c_clf, python_clf):
+    text = "ช่วยค้นโน้ต hello"
+    analysis = analyse(text, normalise(text))
+    with pytest.raises(TypeError):
+        c_clf.scorer.decide(analysis[:-1])
+    with pytest.raises(ValueError):  # a "Thai run" with a Latin letter in it
+        c_clf.scorer.decide((["ค้นx"],) + analysis[1:])
+    assert c_clf.scorer.decide(analysis) == python_clf.scorer.decide(analysis)
 
 
 def test_shipped_weights_match_corpus_and_feature_code():

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import Warmwire, wait_for
+from services.router.classifier import Classifier
 from supervisor.supervisor import SERVICES as supervised_services
 
 pytestmark = pytest.mark.slow
@@ -183,6 +184,8 @@ def test_status_and_chat_commands(warmwire):
     # status shows what the last probe (at most a probe interval ago) reported
     wait_for(lambda: warmwire.service("router")["stats"]["tiers"]["inline"] >= 1, 5,
              "the router's tier counts to show the message")
+    # ... and which classifier scorer runs: the C one, which ./run.sh builds where it can
+    assert warmwire.service("router")["stats"]["classifier"] == Classifier.load().scorer_name
 
 
 def test_data_logs_and_sockets_are_owner_only(warmwire):

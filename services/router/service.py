@@ -91,6 +91,7 @@ class Router:
             "uptime": time.monotonic() - self.started,
             "messages": sum(self.tiers.values()),
             "tiers": dict(self.tiers),
+            "classifier": self.classifier.scorer_name,
             "pending_writes": len(self.waiting),
             "store_resends": self.storage.resends,
             "jobs": self.jobs.stats(),

@@ -7,26 +7,22 @@ summed per tier) and whose most likely intent inside that tier becomes `intent`.
 """
 from __future__ import annotations
 
-from itertools import accumulate
-from operator import sub
 from pathlib import Path
 
 from . import rules
 from .model import WEIGHTS_PATH, LinearModel
-from .text import FeatureTables, features, normalise
+from .scoring import CONFIDENCE_STEPS, PythonScorer, make_scorer
+from .text import analyse, features, normalise
 from .verdict import INLINE, INTENT_REASON, LEARNED_INTENTS, TIERS, Verdict
-
-# Confidence is reported in thousandths: verdicts print compactly and compare stably.
-CONFIDENCE_STEPS = 1000
 
 
 class Classifier:
     """Maps a message to one of TIERS.  Build once with `Classifier.load()`; thread-safe."""
 
-    __slots__ = ("_model", "_tables", "_tiers", "_spans", "_span_starts", "_span_stops",
-                 "_verdicts")
+    __slots__ = ("_model", "_scorer", "_tiers", "_spans", "_verdicts")
 
-    def __init__(self, model: LinearModel) -> None:
+    def __init__(self, model: LinearModel, native: bool = True) -> None:
+        """`native=False` scores in pure Python even where the C scorer is built."""
         unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
         if unknown:
             raise ValueError(f"model has intents the router does not know: {unknown}")
@@ -34,26 +30,34 @@ class Classifier:
         if tier_of != sorted(tier_of, key=TIERS.index):
             raise ValueError("model intents must be grouped by tier (see train.py)")
         self._model = model
-        self._tables = FeatureTables(model.packed)
         # Each tier and the slice of the model's output that belongs to it.
         self._tiers = [t for t in TIERS if t in tier_of]
         self._spans = [slice(tier_of.index(t), len(tier_of) - tier_of[::-1].index(t))
                        for t in self._tiers]
-        self._span_starts = [span.start for span in self._spans]
-        self._span_stops = [span.stop for span in self._spans]
+        self._scorer = make_scorer(model, self._spans, native)
         # Model verdicts by intent and confidence: Verdict is immutable, so equal verdicts can
         # be one object, which saves building it per call.  Filled as they occur.
         self._verdicts: list[list[Verdict | None]] = [
             [None] * (CONFIDENCE_STEPS + 1) for _ in model.intents]
 
     @classmethod
-    def load(cls, path: Path | str | None = None) -> "Classifier":
+    def load(cls, path: Path | str | None = None, native: bool = True) -> "Classifier":
         """Load the shipped weights (see train.py to regenerate them from the corpus)."""
-        return cls(LinearModel.load(Path(path) if path else WEIGHTS_PATH))
+        return cls(LinearModel.load(Path(path) if path else WEIGHTS_PATH), native)
 
     @property
     def model(self) -> LinearModel:
         return self._model
+
+    @property
+    def scorer(self):
+        """The scorer in use: the C one (`_scoring.Scorer`) or a `PythonScorer`."""
+        return self._scorer
+
+    @property
+    def scorer_name(self) -> str:
+        """The scorer's name, "C" or "Python", for status and benchmark lines."""
+        return "Python" if isinstance(self._scorer, PythonScorer) else "C"
 
     def classify(self, text: str) -> Verdict:
         """The tier (and intent, reason, confidence) that should answer `text`."""
@@ -75,18 +79,7 @@ class Classifier:
         return self._predict(text)
 
     def _predict(self, text: str) -> Verdict:
-        exps = self._model.relative_exps(*self._tables.total(text, normalise(text)))
-        # Probabilities are exps / sum(exps); the divisions are left out where only their
-        # order matters.  Running sums make each tier's mass one subtraction, done in C.
-        running = list(accumulate(exps, initial=0.0))
-        at = running.__getitem__
-        masses = list(map(sub, map(at, self._span_stops), map(at, self._span_starts)))
-        best = max(masses)
-        tier = masses.index(best)  # the likeliest tier; the first one on a tie
-        span = self._spans[tier]
-        in_tier = exps[span]
-        intent = span.start + in_tier.index(max(in_tier))
-        confidence = int(best / running[-1] * CONFIDENCE_STEPS + 0.5)
+        intent, tier, confidence = self._scorer.decide(analyse(text, normalise(text)))
         verdict = self._verdicts[intent][confidence]
         if verdict is None:  # a list store is atomic, so racing threads at worst build it twice
             name = self._model.intents[intent]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import re
 from bisect import bisect_left
-from itertools import chain
+from collections.abc import Iterable
 from operator import itemgetter
 
 from .cues import cue_features
@@ -98,7 +98,7 @@ _EMOJI_RE = re.compile("[\u2600-\u27bf\U0001f000-\U0001faff]")
 
 # Feature-name prefixes keep the families apart (a Thai n-gram never equals a word).  Names
 # are what training sees and the weights file stores; scoring never builds them (see
-# FeatureTables).
+# scoring.py).
 BIAS = "\x00bias"
 _EDGE_START, _EDGE_END = "\x01<", "\x01>"
 _WORD, _LEAD, _SHAPE, _PREFIX = "\x02", "\x04", "\x05", "\x07"
@@ -124,10 +124,10 @@ _TAILS = itemgetter(*(slice(-k, None) for k in EDGE_SIZES))
 
 # A Thai trigram is scored as an integer, not a string: each character of the Thai block
 # U+0E00-U+0E7F becomes one byte (its low UTF-16 byte) and the space padding a run becomes
-# _RUN_EDGE, so all trigrams of a message come out of a few C-level byte operations.
-_THAI_BLOCK_START = 0x0E00
-_RUN_EDGE = 0x80
-_RUN_EDGE_CHAR = chr(_RUN_EDGE)  # its low UTF-16 byte is _RUN_EDGE; never inside a Thai run
+# RUN_EDGE, so all trigrams of a message come out of a few C-level byte operations.
+THAI_BLOCK_START = 0x0E00
+RUN_EDGE = 0x80
+_RUN_EDGE_CHAR = chr(RUN_EDGE)  # its low UTF-16 byte is RUN_EDGE; never inside a Thai run
 _CODE_BYTES = 4  # one unsigned int ("I") per n-gram
 # The codec's own function: str.encode("utf-16-le") looks the codec up by name on each call.
 _UTF16_LE = codecs.getencoder("utf-16-le")
@@ -139,8 +139,16 @@ _UTF16_LE = codecs.getencoder("utf-16-le")
 _CUT_MARK, _CUT_JOINT = "…", "  "
 
 
-def _analyse(raw: str, norm: str) -> tuple:
-    """The parts every feature family is made of; shared by `features` and FeatureTables."""
+# The feature families of an analysis, in order, after its Thai runs (see `analyse`).
+FAMILIES = ("heads", "tails", "marks", "cues", "words", "prefixes", "leads", "shape")
+
+
+def analyse(raw: str, norm: str) -> tuple:
+    """The parts every feature is made of: (Thai runs, then one collection per FAMILIES entry).
+
+    Shared by `features` (names, for training) and the scorers (scoring.py), which look each
+    part up as it is, without building names.
+    """
     cut = len(norm) > WINDOW_HEAD_CHARS + WINDOW_TAIL_CHARS
     text = norm[:WINDOW_HEAD_CHARS] + _CUT_JOINT + norm[-WINDOW_TAIL_CHARS:] if cut else norm
     try:
@@ -150,7 +158,6 @@ def _analyse(raw: str, norm: str) -> tuple:
         text = utf8.decode("utf-8")
     ascii_only = text.isascii()  # no Thai, no emoji: several scans can be skipped
     thai_runs = () if ascii_only else _THAI_RUN_RE.findall(text)
-    edges = _HEADS(text), _TAILS(text)
     if ascii_only:
         marks = set(utf8.translate(None, _NON_MARK_BYTES).decode("ascii"))
     else:
@@ -183,12 +190,12 @@ def _analyse(raw: str, norm: str) -> tuple:
         shape.append(_DIGIT)
     if not ascii_only and _EMOJI_RE.search(text):
         shape.append(_EMOJI)
-    return thai_runs, edges, marks, cues, words, prefixes, leads, shape
+    return thai_runs, _HEADS(text), _TAILS(text), marks, cues, words, prefixes, leads, shape
 
 
 def features(raw: str, norm: str) -> list[str]:
     """Feature names of one message (`norm` is `normalise(raw)`); a repeat counts twice."""
-    thai_runs, (heads, tails), marks, cues, words, prefixes, leads, shape = _analyse(raw, norm)
+    thai_runs, heads, tails, marks, cues, words, prefixes, leads, shape = analyse(raw, norm)
     feats = [BIAS]
     for run in thai_runs:
         padded = f" {run} "
@@ -214,66 +221,48 @@ def _ngram_codes(edged: bytes) -> memoryview:
 
 
 def _thai_ngram_code(name: str) -> int:
-    """The integer FeatureTables uses for the Thai trigram feature `name`."""
-    if not all(ch == " " or 0 <= ord(ch) - _THAI_BLOCK_START < _RUN_EDGE for ch in name):
+    """The integer the scorers look the Thai trigram feature `name` up by."""
+    if not all(ch == " " or 0 <= ord(ch) - THAI_BLOCK_START < RUN_EDGE for ch in name):
         raise ValueError(f"not a Thai trigram: {name!r}")
-    edged = bytes(_RUN_EDGE if ch == " " else ord(ch) - _THAI_BLOCK_START for ch in name)
+    edged = bytes(RUN_EDGE if ch == " " else ord(ch) - THAI_BLOCK_START for ch in name)
     return _ngram_codes(edged)[0]
 
 
-class FeatureTables:
-    """A model's packed weights split by feature family, keyed without the family prefix.
+def family_tables(names: Iterable[str]) -> tuple[tuple[dict[str, str], ...], dict[int, str]]:
+    """A model's feature names split by family and keyed as `analyse` yields them.
 
-    Scoring a message this way builds no feature names: words, leads and edges are looked up
-    as the strings the text analysis produced (the word hashes computed for the cue look-up
-    are reused), and Thai trigrams as integers.  `total()` equals summing the packed weight
-    of every name `features()` returns.
+    Returns (one dict per FAMILIES entry: key -> name, Thai trigram code -> name).  Words,
+    leads and edges are keyed by the strings the analysis made (their hashes are computed for
+    the cue look-up already), Thai trigrams by integers (see `_ngram_codes`).
     """
+    named: dict[str, str] = {}   # bias, shape and cue names, all built at import
+    marks: dict[str, str] = {}
+    ngrams: dict[int, str] = {}
+    by_prefix: dict[str, dict[str, str]] = {
+        prefix: {} for prefix in (_EDGE_START, _EDGE_END, _WORD, _PREFIX, _LEAD)}
+    for name in names:
+        head = name[0]
+        if len(name) == 1:
+            marks[name] = name
+        elif head in (_WORD, _PREFIX, _LEAD):
+            by_prefix[head][name[1:]] = name
+        elif name.startswith((_EDGE_START, _EDGE_END)):
+            by_prefix[name[:2]][name[2:]] = name
+        elif head < " ":
+            named[name] = name
+        elif len(name) == THAI_NGRAM_CHARS:
+            ngrams[_thai_ngram_code(name)] = name
+        else:
+            raise ValueError(f"feature of no known family: {name!r}")
+    families = (by_prefix[_EDGE_START], by_prefix[_EDGE_END], marks, named, by_prefix[_WORD],
+                by_prefix[_PREFIX], by_prefix[_LEAD], named)
+    return families, ngrams
 
-    __slots__ = ("_bias", "_named", "_ngrams", "_marks", "_heads", "_tails", "_words",
-                 "_prefixes", "_leads")
 
-    def __init__(self, packed: dict[str, int]) -> None:
-        self._bias = packed.get(BIAS, 0)
-        self._named: dict[str, int] = {}
-        self._ngrams: dict[int, int] = {}
-        self._marks: dict[str, int] = {}
-        by_prefix: dict[str, dict[str, int]] = {
-            prefix: {} for prefix in (_EDGE_START, _EDGE_END, _WORD, _PREFIX, _LEAD)}
-        for name, value in packed.items():
-            head = name[0]
-            if len(name) == 1:
-                self._marks[name] = value
-            elif head in (_WORD, _PREFIX, _LEAD):
-                by_prefix[head][name[1:]] = value
-            elif name.startswith((_EDGE_START, _EDGE_END)):
-                by_prefix[name[:2]][name[2:]] = value
-            elif head < " ":                     # bias, shape and cue names, built at import
-                self._named[name] = value
-            elif len(name) == THAI_NGRAM_CHARS:
-                self._ngrams[_thai_ngram_code(name)] = value
-            else:
-                raise ValueError(f"feature of no known family: {name!r}")
-        self._heads, self._tails = by_prefix[_EDGE_START], by_prefix[_EDGE_END]
-        self._words, self._prefixes = by_prefix[_WORD], by_prefix[_PREFIX]
-        self._leads = by_prefix[_LEAD]
-
-    def total(self, raw: str, norm: str) -> tuple[int, int]:
-        """(sum of the packed weights of the message's features, number of features)."""
-        thai_runs, (heads, tails), marks, cues, words, prefixes, leads, shape = _analyse(raw, norm)
-        named = self._named.get
-        found = chain(map(self._heads.get, heads), map(self._tails.get, tails),
-                      map(self._marks.get, marks), map(named, cues),
-                      map(self._words.get, words), map(self._prefixes.get, prefixes),
-                      map(self._leads.get, leads), map(named, shape))
-        total = sum(filter(None, found), self._bias)
-        count = (1 + len(heads) + len(tails) + len(marks) + len(cues) + len(words)
-                 + len(prefixes) + len(leads) + len(shape))
-        if thai_runs:
-            edge = _RUN_EDGE_CHAR
-            # Runs joined by one edge byte: a trigram across a joint has the edge byte in its
-            # middle, which no real trigram has, so it is in no table; it is not counted.
-            edged = _UTF16_LE(edge + edge.join(thai_runs) + edge)[0][::2]
-            total += sum(filter(None, map(self._ngrams.get, _ngram_codes(edged))))
-            count += sum(map(len, thai_runs))
-        return total, count
+def ngram_codes(thai_runs: list[str]) -> memoryview:
+    """The codes of the Thai trigrams `features` names for these runs, in order, plus one
+    code per joint between runs that is in no table (see below)."""
+    edge = _RUN_EDGE_CHAR
+    # Runs joined by one edge byte: a trigram across a joint has the edge byte in its middle,
+    # which no real trigram has, so it is in no table.
+    return _ngram_codes(_UTF16_LE(edge + edge.join(thai_runs) + edge)[0][::2])
