@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -104,7 +105,8 @@ def test_scoring_without_names_on_any_text(python_clf, text):
 
 
 def _c_compiler() -> str | None:
-    return shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0])
+    """The compiler pip's build would use (setuptools reads $CC first)."""
+    return shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0])
 
 
 def test_c_scorer_is_built_where_it_can_be(clf):

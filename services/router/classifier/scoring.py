@@ -11,6 +11,7 @@ Two scorers give the same answers, bit for bit (tests/test_classifier.py checks 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from array import array
 from itertools import accumulate, chain
@@ -20,7 +21,7 @@ from .model import FIXED_POINT_SCALE, LinearModel
 from .text import BIAS, RUN_EDGE, THAI_BLOCK_START, THAI_NGRAM_CHARS, family_tables, ngram_codes
 
 try:
-    from . import _scoring
+    _scoring = importlib.import_module("._scoring", __package__)
 except ImportError as exc:  # not built: no C compiler or no Python headers at install time
     _scoring, NATIVE_MISSING = None, str(exc)
 else:
@@ -103,7 +104,7 @@ def make_scorer(model: LinearModel, spans: list[slice], native: bool = True):
     if scorer is None:
         if native:
             log.warning("classifier: C scorer not built (%s); scoring in Python, about half "
-                        "as fast (README, 'Router classifier')", NATIVE_MISSING)
+                        "as fast (README, 'How the router classifies')", NATIVE_MISSING)
         return PythonScorer(model, spans)
     return scorer
 
