@@ -107,4 +107,3 @@ def make_scorer(model: LinearModel, spans: list[slice], native: bool = True):
                         "as fast (README, 'How the router classifies')", NATIVE_MISSING)
         return PythonScorer(model, spans)
     return scorer
-

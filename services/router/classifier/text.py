@@ -254,9 +254,10 @@ def family_tables(names: Iterable[str]) -> tuple[tuple[dict[str, str], ...], dic
             ngrams[_thai_ngram_code(name)] = name
         else:
             raise ValueError(f"feature of no known family: {name!r}")
-    families = (by_prefix[_EDGE_START], by_prefix[_EDGE_END], marks, named, by_prefix[_WORD],
-                by_prefix[_PREFIX], by_prefix[_LEAD], named)
-    return families, ngrams
+    tables = {"heads": by_prefix[_EDGE_START], "tails": by_prefix[_EDGE_END], "marks": marks,
+              "cues": named, "words": by_prefix[_WORD], "prefixes": by_prefix[_PREFIX],
+              "leads": by_prefix[_LEAD], "shape": named}
+    return tuple(tables[family] for family in FAMILIES), ngrams
 
 
 def ngram_codes(thai_runs: list[str]) -> memoryview:
