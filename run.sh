@@ -68,7 +68,7 @@ ensure_venv() {
     # The C scorer is optional (pip goes on without it); say so once, here, when it is missing.
     "$PY" -c "import services.router.classifier._scoring" 2>/dev/null ||
       echo "run.sh: the classifier's C scorer was not built (no C compiler or Python headers?);" \
-           "classifying in pure Python, about half as fast (see README)" >&2
+           "classifying in pure Python, which takes about 1.7 times as long (see README)" >&2
   fi
 }
 
