@@ -79,7 +79,6 @@ def run(quick: bool) -> dict:
             "scorer": clf.scorer_name, "python_p50_us": python_p50, "python_p99_us": python_p99}
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.classify", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{CALLS[True]} calls instead of {CALLS[False]}")
@@ -89,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
-
 
 
 # The plan's old router, for the baseline column: regular expressions checked in order, the
