@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+import docker.errors
 import psutil
 import pytest
 
@@ -29,6 +30,8 @@ RECOVERY_PROMISE = 5.0
 # How long the test waits for a recovery at all before failing (well past the promise, so a
 # slow recovery is reported with its figure rather than as a timeout).
 RECOVERY_DEADLINE = 30.0
+# An agent chosen for docker kill can finish and go before the kill lands; choose again this often.
+KILL_ATTEMPTS = 5
 # Messages per second in the kill test, half of them for agents.
 STREAM_RATE = 12.0
 # How long the messages in flight at a kill may take to be answered (their clients resend
@@ -131,16 +134,27 @@ def kill_agent_container(system: Warmwire, victim: list[str | None]) -> tuple[fl
     """docker kill an agent container, one running a job when there is one (added to
     ``victim``, or None). Returns the seconds until the pool has noticed with every service
     healthy (and until a warm agent is ready)."""
-    running = {c.name: c for c in system.engine.containers.list(
-        filters={"label": f"warmwire.home={system.label}", "status": "running"})}
-    assert running, "no agent container is running"
-    with system.db() as db:
-        busy = db.execute("SELECT id, container FROM jobs WHERE state = 'running' "
-                          "ORDER BY updated_at DESC").fetchall()
-    job, name = next(((job, name) for job, name in busy if name in running), (None, next(iter(running))))
-    lost = pool_stats(system)["lost"]
-    started = time.monotonic()
-    running[name].kill()
+    for _attempt in range(KILL_ATTEMPTS):
+        running = {c.name: c for c in system.engine.containers.list(
+            filters={"label": f"warmwire.home={system.label}", "status": "running"})}
+        assert running, "no agent container is running"
+        with system.db() as db:
+            busy = db.execute("SELECT id, container FROM jobs WHERE state = 'running' "
+                              "ORDER BY updated_at DESC").fetchall()
+        job, name = next(((job, name) for job, name in busy if name in running),
+                         (None, next(iter(running))))
+        lost = pool_stats(system)["lost"]
+        started = time.monotonic()
+        try:
+            running[name].kill()
+            break
+        except docker.errors.APIError as exc:
+            # The agent finished its job and was removed (404) or is stopping (409) between
+            # the listing and the kill: choose again.
+            if exc.status_code not in (404, 409):
+                raise
+    else:
+        raise AssertionError(f"every agent chosen in {KILL_ATTEMPTS} tries was gone before the kill")
     victim.append(job)
     return timed_recovery(system, started, lambda: pool_stats(system)["lost"] > lost and system.healthy(),
                                "the pool to notice the killed agent")
