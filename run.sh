@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 VENV=.venv
 PY="$VENV/bin/python"
 MIN_PYTHON="3.11"
-SCORER_C=services/router/classifier/_scoring.c
+NATIVE_C=services/router/classifier/_native.c
 
 # A Python >= MIN_PYTHON that can make a venv.
 usable_python() {
@@ -55,7 +55,7 @@ ensure_venv() {
   fi
   # Reinstall only when pyproject.toml or the C source it builds changed since the last
   # successful install.
-  local stamp="$VENV/.installed-$(cat pyproject.toml "$SCORER_C" | sha256sum | cut -c1-16)"
+  local stamp="$VENV/.installed-$(cat pyproject.toml "$NATIVE_C" | sha256sum | cut -c1-16)"
   if [ ! -x "$PY" ]; then
     echo "run.sh: creating $VENV from $base" >&2
     "$base" -m venv "$VENV"
@@ -65,10 +65,10 @@ ensure_venv() {
     "$PY" -m pip install --progress-bar on -e '.[test,bench]' >&2
     rm -f "$VENV"/.installed-*
     touch "$stamp"
-    # The C scorer is optional (pip goes on without it); say so once, here, when it is missing.
-    "$PY" -c "import services.router.classifier._scoring" 2>/dev/null ||
-      echo "run.sh: the classifier's C scorer was not built (no C compiler or Python headers?);" \
-           "classifying in pure Python, which takes about 1.7 times as long (see README)" >&2
+    # The C extension is optional (pip goes on without it); say so once, here, when it is missing.
+    "$PY" -c "import services.router.classifier._native" 2>/dev/null ||
+      echo "run.sh: the classifier's C extension was not built (no C compiler or Python headers?);" \
+           "classifying in pure Python, more slowly (see README)" >&2
   fi
 }
 

@@ -8,7 +8,7 @@ Before timing, gc.freeze() moves everything loaded so far out of the garbage col
 reach, as the router does at start (proto/service.py): without it a collection walking the
 weights and modules now and then lands inside a timed call.
 Prints p50/p99 in microseconds against the target, for the scorer in use (the C one where
-it is built) and, as the baseline, for the pure-Python scorer, measured in the same run;
+it is built) and, as the baseline, for the Python scorer, measured in the same run;
 then the held-out accuracy with the per-tier confusion table.  `run(quick)` returns the
 figures for a bench runner.
 """
@@ -68,7 +68,7 @@ def run(quick: bool) -> dict:
           f" (target p99 < {TARGET_P99_US:.0f} us: {'met' if p99 < TARGET_P99_US else 'NOT MET'})")
     python_p50 = percentile(python_samples, P50) / NS_PER_US
     python_p99 = percentile(python_samples, P99) / NS_PER_US
-    print(f"baseline, pure-Python scorer: p50 {python_p50:.1f} us, p99 {python_p99:.1f} us"
+    print(f"baseline, Python scorer: p50 {python_p50:.1f} us, p99 {python_p99:.1f} us"
           f" (ratio p50 {p50 / python_p50:.2f}, p99 {p99 / python_p99:.2f})")
     print(f"\nheld-out ({HELDOUT.name}):\n{report.table()}")
     if report.errors:

@@ -18,7 +18,8 @@ from services.router.classifier import TIERS, Classifier, Verdict
 from services.router.classifier.corpus import load_corpus
 from services.router.classifier.evaluate import evaluate, load_jsonl
 from services.router.classifier.model import LinearModel
-from services.router.classifier.scoring import NATIVE_MISSING, PythonScorer
+from services.router.classifier import cues, native
+from services.router.classifier.scoring import PythonScorer
 from services.router.classifier.text import analyse, features, normalise
 from services.router.classifier.train import stale_reason
 from services.router.classifier.verdict import INTENT_TIER
@@ -109,18 +110,20 @@ def _c_compiler() -> str | None:
     return shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0])
 
 
-def test_c_scorer_is_built_where_it_can_be(clf):
-    """pip builds the C scorer when a compiler is there; without one the classifier falls
+def test_c_extension_is_built_where_it_can_be(clf):
+    """pip builds the C extension when a compiler is there; without one the classifier falls
     back to Python (and says so in its log), which is slower but gives the same answers."""
     if _c_compiler() is None:
-        pytest.skip("no C compiler: the pure-Python scorer is in use")
-    assert not isinstance(clf.scorer, PythonScorer), f"C scorer not built: {NATIVE_MISSING}"
+        pytest.skip("no C compiler: the pure-Python scorer and cue regex are in use")
+    assert native.extension is not None, f"C extension not built: {native.MISSING}"
+    assert not isinstance(clf.scorer, PythonScorer)
+    assert cues.thai_cues is not cues.thai_cues_by_regex
 
 
 @pytest.fixture(scope="module")
 def c_clf(clf) -> Classifier:
     if isinstance(clf.scorer, PythonScorer):
-        pytest.skip(f"C scorer not built: {NATIVE_MISSING}")
+        pytest.skip(f"C extension not built: {native.MISSING}")
     return clf
 
 
@@ -140,6 +143,32 @@ def test_c_and_python_scorers_agree_on_every_known_message(c_clf, python_clf):
 @given(text=_MIXED_TEXT)
 def test_c_and_python_scorers_agree_on_any_text(c_clf, python_clf, text):
     _assert_scorers_agree(c_clf, python_clf, text)
+
+
+def _assert_thai_cues_agree(text: str) -> None:
+    for form in (text, normalise(text)):
+        assert cues.thai_cues(form) == cues.thai_cues_by_regex(form), form
+
+
+def test_c_phrase_matcher_finds_the_thai_cues_the_regex_finds(c_clf):
+    """Leftmost, longest at each position, not overlapping: as the trie regex's findall."""
+    for text in _known_texts():
+        _assert_thai_cues_agree(text)
+
+
+# Thai cue phrases, their beginnings (a match must back off to a shorter phrase) and
+# characters, run together: where leftmost-longest matching can go wrong.
+_THAI_PHRASE_PARTS = sorted({p[:k] for p in cues._TH_PHRASES for k in range(1, len(p) + 1)})
+_THAI_PHRASE_TEXT = st.lists(st.one_of(st.sampled_from(sorted(cues._TH_PHRASES)),
+                                       st.sampled_from(_THAI_PHRASE_PARTS),
+                                       st.sampled_from(list("กขค ๆ?a"))),
+                             max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_MIXED_TEXT | _THAI_PHRASE_TEXT)
+def test_c_phrase_matcher_agrees_with_the_regex_on_any_text(c_clf, text):
+    _assert_thai_cues_agree(text)
 
 
 def test_c_scorer_rejects_a_malformed_analysis_without_crashing(c_clf, python_clf):

@@ -51,7 +51,7 @@ class Classifier:
 
     @property
     def scorer(self):
-        """The scorer in use: the C one (`_scoring.Scorer`) or a `PythonScorer`."""
+        """The scorer in use: the C one (`_native.Scorer`) or a `PythonScorer`."""
         return self._scorer
 
     @property

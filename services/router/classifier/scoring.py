@@ -4,28 +4,21 @@ The model's most likely tier wins (intent probabilities summed per tier) and its
 intent inside that tier becomes the intent; the confidence is that tier's probability.
 
 Two scorers give the same answers, bit for bit (tests/test_classifier.py checks it):
-- the native one, the C extension `_scoring` (see the top of _scoring.c for why).  `pip
-  install`, so `./run.sh`, builds it where a C compiler and Python's headers are found;
+- the native one, `Scorer` of the C extension (see native.py, and the top of _native.c for
+  why);
 - `PythonScorer`, the fallback when it was not built, and the reference it is tested against.
 `make_scorer` picks the native one when it is there.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from array import array
 from itertools import accumulate, chain
 from operator import sub
 
 from .model import FIXED_POINT_SCALE, LinearModel
+from .native import MISSING as NATIVE_MISSING, extension
 from .text import BIAS, RUN_EDGE, THAI_BLOCK_START, THAI_NGRAM_CHARS, family_tables, ngram_codes
-
-try:
-    _scoring = importlib.import_module("._scoring", __package__)
-except ImportError as exc:  # not built: no C compiler or no Python headers at install time
-    _scoring, NATIVE_MISSING = None, str(exc)
-else:
-    NATIVE_MISSING = None
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +72,16 @@ class PythonScorer:
 
 
 def native_scorer(model: LinearModel, spans: list[slice]):
-    """The C scorer (`_scoring.Scorer`) over the same weights, or None when it is not built."""
-    if _scoring is None:
+    """The C scorer (`_native.Scorer`) over the same weights, or None when it is not built."""
+    if extension is None:
         return None
-    if _scoring.NGRAM_CHARS != THAI_NGRAM_CHARS:
-        raise ValueError(f"_scoring.c scores {_scoring.NGRAM_CHARS}-grams, text.py makes "
+    if extension.NGRAM_CHARS != THAI_NGRAM_CHARS:
+        raise ValueError(f"_native.c scores {extension.NGRAM_CHARS}-grams, text.py makes "
                          f"{THAI_NGRAM_CHARS}-grams: change both")
     row_of = {name: row for row, name in enumerate(model.fixed)}
     rows = array("i", chain.from_iterable(model.fixed.values()))
     families, ngrams = family_tables(model.fixed)
-    return _scoring.Scorer(
+    return extension.Scorer(
         rows=rows.tobytes(), intents=len(model.intents),
         span_stops=tuple(span.stop for span in spans),
         tables=tuple({key: row_of[name] for key, name in family.items()} for family in families),

@@ -1,11 +1,12 @@
-/* The router classifier's scorer in C: sums a message's feature weights and makes the
- * decision, bit for bit as scoring.PythonScorer does (tests/test_classifier.py compares the
- * two on every corpus message and on generated text).
+/* The router classifier's hot paths in C, each the twin of a Python reference that gives the
+ * same answers (tests/test_classifier.py compares them on every corpus message and on
+ * generated text).  What a feature IS stays in Python (text.py, cues.py).
  *
- * Why C: in Python each feature costs a dict look-up plus a 544-bit integer addition (about
- * a thousand instructions) and the decision seventeen exponentials; together that is about
- * 40 % of a classify() call.  Here it is a few instructions per feature.  What a feature IS stays in
- * Python (text.py): this file only receives the analysis text.analyse() made.
+ * Scorer: sums a message's feature weights and makes the decision, bit for bit as
+ * scoring.PythonScorer does.  In Python each feature costs a dict look-up plus a 544-bit
+ * integer addition (about a thousand instructions) and the decision seventeen exponentials;
+ * together that is about 40 % of a classify() call.  Here it is a few instructions per
+ * feature.  It only receives the analysis text.analyse() made.
  *
  * Scorer(rows, intents, span_stops, tables, ngrams, bias_row, fixed_point_scale,
  *        confidence_steps, thai_block_start, run_edge)
@@ -16,6 +17,11 @@
  *   bias_row    row index of the bias feature, -1 when the model has none
  * decide(analysis) -> (intent, tier, confidence in steps)
  *   analysis    tuple: the Thai runs (list of str), then one iterable of keys per table
+ *
+ * PhraseMatcher(phrases: dict[str, object]).find(text) -> list of the values of the phrases
+ *   found, leftmost first, the longest at each position, not overlapping: what findall()
+ *   of cues._TH_RE (a regex shaped like a trie) finds, looked up in `phrases`.  The regex
+ *   costs ~400 instructions per character of Thai text; a trie walk a few dozen.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,6 +49,7 @@ typedef struct {
     uint32_t *ngram_codes;
     int32_t *ngram_rows;
     uint32_t ngram_mask;
+    int ngram_bits;
     Py_UCS4 thai_block_start;
     unsigned char run_edge;
 } Scorer;
@@ -57,10 +64,23 @@ Scorer_dealloc(Scorer *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static inline uint32_t
-ngram_slot(uint32_t code, uint32_t mask)
+/* Fibonacci hashing: the top `bits` bits of key * 2^64/phi.  The top bits, because the low
+ * bits of a product depend only on the low bits of the key. */
+static inline uint64_t
+fibonacci_slot(uint64_t key, int bits)
 {
-    return (code * 2654435761u) & mask; /* Knuth's multiplicative hash */
+    return (key * 0x9E3779B97F4A7C15u) >> (64 - bits);
+}
+
+/* The smallest power of two at least twice `count` (tables stay at most half full), and its
+ * log2 in `bits`. */
+static uint64_t
+table_size(Py_ssize_t count, int *bits)
+{
+    uint64_t size = 16;
+    for (*bits = 4; size < 2 * (uint64_t)count; (*bits)++)
+        size <<= 1;
+    return size;
 }
 
 /* A row index from a table, checked once at construction so decide() can trust it. */
@@ -106,17 +126,15 @@ set_span_stops(Scorer *self, PyObject *stops)
 static int
 set_ngrams(Scorer *self, PyObject *ngrams)
 {
-    uint32_t size = 16;
-    while (size < 2 * (uint64_t)PyDict_GET_SIZE(ngrams)) /* at most half full */
-        size <<= 1;
-    self->ngram_mask = size - 1;
+    uint64_t size = table_size(PyDict_GET_SIZE(ngrams), &self->ngram_bits);
+    self->ngram_mask = (uint32_t)(size - 1);
     self->ngram_codes = PyMem_Calloc(size, sizeof(uint32_t));
     self->ngram_rows = PyMem_Malloc(size * sizeof(int32_t));
     if (!self->ngram_codes || !self->ngram_rows) {
         PyErr_NoMemory();
         return -1;
     }
-    for (uint32_t i = 0; i < size; i++)
+    for (uint64_t i = 0; i < size; i++)
         self->ngram_rows[i] = -1;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
@@ -131,7 +149,7 @@ set_ngrams(Scorer *self, PyObject *ngrams)
         Py_ssize_t row = checked_row(self, value);
         if (row < 0)
             return -1;
-        uint32_t slot = ngram_slot((uint32_t)code, self->ngram_mask);
+        uint32_t slot = (uint32_t)fibonacci_slot(code, self->ngram_bits);
         while (self->ngram_rows[slot] >= 0)
             slot = (slot + 1) & self->ngram_mask;
         self->ngram_codes[slot] = (uint32_t)code;
@@ -279,7 +297,7 @@ add_thai_run(const Scorer *self, int64_t *scores, PyObject *run)
                                            (unsigned char)after, 0};
         uint32_t code;
         memcpy(&code, chars, CODE_BYTES); /* the same native unsigned int as text._ngram_codes */
-        uint32_t slot = ngram_slot(code, self->ngram_mask);
+        uint32_t slot = (uint32_t)fibonacci_slot(code, self->ngram_bits);
         for (int32_t row; (row = self->ngram_rows[slot]) >= 0; slot = (slot + 1) & self->ngram_mask) {
             if (self->ngram_codes[slot] == code) {
                 add_row(self, scores, row);
@@ -370,8 +388,8 @@ static PyMethodDef Scorer_methods[] = {
 
 static PyTypeObject ScorerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "services.router.classifier._scoring.Scorer",
-    .tp_doc = "The classifier's scorer in C (see the top of _scoring.c).",
+    .tp_name = "services.router.classifier._native.Scorer",
+    .tp_doc = "The classifier's scorer in C (see the top of _native.c).",
     .tp_basicsize = sizeof(Scorer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -380,26 +398,199 @@ static PyTypeObject ScorerType = {
     .tp_methods = Scorer_methods,
 };
 
-static struct PyModuleDef scoring_module = {
-    PyModuleDef_HEAD_INIT, .m_name = "_scoring",
-    .m_doc = "The router classifier's scorer in C.", .m_size = -1,
-};
+/* --- PhraseMatcher ------------------------------------------------------------------------ */
 
-PyMODINIT_FUNC
-PyInit__scoring(void)
+/* A trie: node 0 is the root; an edge (node, character) -> child lives in an open-addressing
+ * table keyed by node << 32 | character (+1, so that 0 marks an empty slot). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *values;       /* tuple: the value of each phrase, by phrase number */
+    int32_t *node_phrase;   /* per node: the phrase ending there, or -1 */
+    Py_ssize_t node_count;
+    uint64_t *edge_keys;
+    int32_t *edge_children;
+    uint64_t edge_mask;
+    int edge_bits;
+} PhraseMatcher;
+
+static void
+PhraseMatcher_dealloc(PhraseMatcher *self)
 {
-    if (PyType_Ready(&ScorerType) < 0)
-        return NULL;
-    PyObject *module = PyModule_Create(&scoring_module);
-    if (!module)
-        return NULL;
-    if (PyModule_AddIntConstant(module, "NGRAM_CHARS", NGRAM_CHARS) < 0) {
-        Py_DECREF(module);
+    PyMem_Free(self->node_phrase);
+    PyMem_Free(self->edge_keys);
+    PyMem_Free(self->edge_children);
+    Py_XDECREF(self->values);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline uint64_t
+edge_key(Py_ssize_t node, Py_UCS4 ch)
+{
+    return ((uint64_t)node << 32 | ch) + 1;
+}
+
+/* The child of `node` along `ch`, or -1. */
+static inline int32_t
+child_of(const PhraseMatcher *self, Py_ssize_t node, Py_UCS4 ch)
+{
+    uint64_t key = edge_key(node, ch);
+    for (uint64_t slot = fibonacci_slot(key, self->edge_bits); self->edge_keys[slot];
+         slot = (slot + 1) & self->edge_mask)
+        if (self->edge_keys[slot] == key)
+            return self->edge_children[slot];
+    return -1;
+}
+
+static int
+PhraseMatcher_init(PhraseMatcher *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"phrases", NULL};
+    PyObject *phrases;
+    if (self->values) {
+        PyErr_SetString(PyExc_RuntimeError, "a PhraseMatcher is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", keywords, &PyDict_Type, &phrases))
+        return -1;
+    /* At most one node (and one edge) per character of all phrases, plus the root. */
+    Py_ssize_t pos = 0, chars = 0;
+    PyObject *phrase, *value;
+    while (PyDict_Next(phrases, &pos, &phrase, &value)) {
+        if (!PyUnicode_Check(phrase) || PyUnicode_GET_LENGTH(phrase) == 0) {
+            PyErr_SetString(PyExc_ValueError, "phrases must be non-empty str");
+            return -1;
+        }
+        chars += PyUnicode_GET_LENGTH(phrase);
+    }
+    uint64_t size = table_size(chars, &self->edge_bits);
+    self->edge_mask = size - 1;
+    self->edge_keys = PyMem_Calloc(size, sizeof(uint64_t));
+    self->edge_children = PyMem_Malloc(size * sizeof(int32_t));
+    self->node_phrase = PyMem_Malloc((size_t)(chars + 1) * sizeof(int32_t));
+    self->values = PyTuple_New(PyDict_GET_SIZE(phrases));
+    if (!self->edge_keys || !self->edge_children || !self->node_phrase) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!self->values)
+        return -1;
+    self->node_phrase[0] = -1;
+    self->node_count = 1;
+    pos = 0;
+    for (Py_ssize_t number = 0; PyDict_Next(phrases, &pos, &phrase, &value); number++) {
+        Py_ssize_t node = 0;
+        for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(phrase); i++) {
+            Py_UCS4 ch = PyUnicode_READ_CHAR(phrase, i);
+            int32_t child = child_of(self, node, ch);
+            if (child < 0) {
+                uint64_t key = edge_key(node, ch), slot = fibonacci_slot(key, self->edge_bits);
+                while (self->edge_keys[slot])
+                    slot = (slot + 1) & self->edge_mask;
+                child = (int32_t)self->node_count++;
+                self->node_phrase[child] = -1;
+                self->edge_keys[slot] = key;
+                self->edge_children[slot] = child;
+            }
+            node = child;
+        }
+        self->node_phrase[node] = (int32_t)number;
+        Py_INCREF(value);
+        PyTuple_SET_ITEM(self->values, number, value);
+    }
+    return 0;
+}
+
+static PyObject *
+PhraseMatcher_find(PhraseMatcher *self, PyObject *text)
+{
+    if (!self->values) {
+        PyErr_SetString(PyExc_RuntimeError, "PhraseMatcher was not initialised");
         return NULL;
     }
-    Py_INCREF(&ScorerType);
-    if (PyModule_AddObject(module, "Scorer", (PyObject *)&ScorerType) < 0) {
-        Py_DECREF(&ScorerType);
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text must be a str");
+        return NULL;
+    }
+    PyObject *found = PyList_New(0);
+    if (!found)
+        return NULL;
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    for (Py_ssize_t start = 0; start < length;) {
+        /* The longest phrase starting here: walk the trie, remember the last phrase end. */
+        Py_ssize_t node = 0, end = -1;
+        int32_t phrase = -1;
+        for (Py_ssize_t i = start; i < length; i++) {
+            int32_t child = child_of(self, node, PyUnicode_READ(kind, data, i));
+            if (child < 0)
+                break;
+            node = child;
+            if (self->node_phrase[node] >= 0) {
+                phrase = self->node_phrase[node];
+                end = i + 1;
+            }
+        }
+        if (phrase < 0) {
+            start++;
+            continue;
+        }
+        if (PyList_Append(found, PyTuple_GET_ITEM(self->values, phrase)) < 0) {
+            Py_DECREF(found);
+            return NULL;
+        }
+        start = end;
+    }
+    return found;
+}
+
+static PyMethodDef PhraseMatcher_methods[] = {
+    {"find", (PyCFunction)PhraseMatcher_find, METH_O,
+     "find(text) -> the values of the phrases found, leftmost-longest, not overlapping"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PhraseMatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "services.router.classifier._native.PhraseMatcher",
+    .tp_doc = "Finds phrases as a trie-shaped regex's findall() would (see _native.c).",
+    .tp_basicsize = sizeof(PhraseMatcher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)PhraseMatcher_init,
+    .tp_dealloc = (destructor)PhraseMatcher_dealloc,
+    .tp_methods = PhraseMatcher_methods,
+};
+
+/* --- the module ---------------------------------------------------------------------------- */
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_native",
+    .m_doc = "The router classifier's hot paths in C.", .m_size = -1,
+};
+
+static int
+add_type(PyObject *module, const char *name, PyTypeObject *type)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyObject *module = PyModule_Create(&native_module);
+    if (!module)
+        return NULL;
+    if (PyModule_AddIntConstant(module, "NGRAM_CHARS", NGRAM_CHARS) < 0
+        || add_type(module, "Scorer", &ScorerType) < 0
+        || add_type(module, "PhraseMatcher", &PhraseMatcherType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
