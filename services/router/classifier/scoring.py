@@ -96,8 +96,8 @@ def make_scorer(model: LinearModel, spans: list[slice], native: bool = True):
     scorer = native_scorer(model, spans) if native else None
     if scorer is None:
         if native:
-            log.warning("classifier: C scorer not built (%s); scoring in Python, in about "
-                        "1.7 times the time (README, 'How the router classifies')",
+            log.warning("classifier: C extension not built (%s); classifying in pure Python, "
+                        "in about twice the time (README, 'How the router classifies')",
                         NATIVE_MISSING)
         return PythonScorer(model, spans)
     return scorer
