@@ -20,7 +20,8 @@ NATIVE_C=services/router/classifier/_native.c
 # A Python >= MIN_PYTHON that can make a venv.
 usable_python() {
   command -v "$1" >/dev/null 2>&1 &&
-    "$1" -c "import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))" 2>/dev/null
+    "$1" -c "import sys, ensurepip, venv
+sys.exit(sys.version_info < tuple(map(int, '$MIN_PYTHON'.split('.'))))" 2>/dev/null
 }
 
 real_path() { "$1" -c "import os, sys; print(os.path.realpath(sys.executable))"; }

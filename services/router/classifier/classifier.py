@@ -22,7 +22,7 @@ class Classifier:
     __slots__ = ("_model", "_scorer", "_tiers", "_spans", "_verdicts")
 
     def __init__(self, model: LinearModel, native: bool = True) -> None:
-        """`native=False` scores in pure Python even where the C scorer is built."""
+        """`native=False` uses the Python scorer even where the C one is built."""
         unknown = [i for i in model.intents if i not in LEARNED_INTENTS]
         if unknown:
             raise ValueError(f"model has intents the router does not know: {unknown}")
