@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from proto.frames import Hit, Notice, Reply, SearchFilters
 
@@ -95,24 +95,33 @@ def open_readonly(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     return conn
 
 
-NOT_STORED = (False, None)
+class KnownMessage(NamedTuple):
+    """A stored message as its client sent it, and the last answer it got (rebuilt as the
+    frame the client got), or None while it has none."""
+
+    chat: str
+    sender: str
+    text: str
+    answer: Reply | Notice | None
 
 
-def stored_answer(conn: sqlite3.Connection, message_id: str) -> tuple[bool, Reply | Notice | None]:
-    """(is the message stored, its last answer rebuilt as the frame the client got, if any)."""
+def known_message(conn: sqlite3.Connection, message_id: str) -> KnownMessage | None:
+    """The message stored under this id, or None."""
     row = conn.execute(
-        "SELECT m.chat, r.kind, r.tier, r.notice_kind, r.text FROM messages m "
+        "SELECT m.chat, m.sender, m.text, r.kind, r.tier, r.notice_kind, r.text FROM messages m "
         "LEFT JOIN replies r ON r.message_id = m.id WHERE m.id = ? ORDER BY r.seq DESC LIMIT 1",
         (message_id,),
     ).fetchone()
     if row is None:
-        return NOT_STORED
-    chat, kind, tier, notice_kind, text = row
+        return None
+    chat, sender, text, kind, tier, notice_kind, answer_text = row
     if kind is None:
-        return True, None
-    if kind == "reply":
-        return True, Reply(id=message_id, chat=chat, tier=tier, text=text)
-    return True, Notice(id=message_id, chat=chat, kind=notice_kind, text=text)
+        answer = None
+    elif kind == "reply":
+        answer = Reply(id=message_id, chat=chat, tier=tier, text=answer_text)
+    else:
+        answer = Notice(id=message_id, chat=chat, kind=notice_kind, text=answer_text)
+    return KnownMessage(chat, sender, text, answer)
 
 
 # --- knowledge base reads ----------------------------------------------------------------

@@ -57,7 +57,19 @@ class Notice(Frame, tag="notice"):
     position: int | None = None
 
 
-ClientIn = Chat
+class ChatIn(msgspec.Struct, gc=False):
+    """A ``Chat`` as the router decodes it. ``type`` is an ordinary required field here: msgspec
+    takes the tag of a lone tagged Struct (not in a Union) as optional, and a map without
+    ``type`` must be refused, as the wire protocol says."""
+
+    type: Literal["chat"]
+    id: str
+    chat: str
+    sender: str
+    text: str
+
+
+ClientIn = ChatIn
 ClientOut = Union[Reply, Notice]
 
 
@@ -414,22 +426,48 @@ class Codec:
             raise type(error)(shorten(str(error))) from None
 
 
-def describe_decode_error(data: bytes | memoryview, error: msgspec.DecodeError) -> tuple[str, str]:
-    """(message id if one can be read, a user-facing reason) for a frame that failed to decode."""
+# Why the router refused a client frame: warmwire's own words, the same whatever version of
+# msgspec decoded it (its messages change between releases), documented in the README.
+NOT_MSGPACK = "frame is not valid MessagePack (or holds a string that is not UTF-8)"
+NOT_A_MAP = "frame must be a MessagePack map with a 'type' field"
+NO_TYPE = "frame has no 'type' field"
+UNKNOWN_TYPE = "unknown frame type {}; clients send type 'chat'"
+MISSING_FIELDS = "chat frame is missing {}"
+NOT_A_STRING = "chat field '{}' must be a MessagePack str, not {}"
+INVALID_CHAT = "invalid chat frame"
+CHAT_FIELDS = ("id", "chat", "sender", "text")
+
+
+def _kind_of(value: Any) -> str:
+    """A MessagePack type name, for a reason a client in any language understands."""
+    if value is None:
+        return "nil"
+    if isinstance(value, (bytes, bytearray)):
+        return "bin"
+    return {bool: "bool", int: "int", float: "float", list: "array", dict: "map"}.get(type(value), type(value).__name__)
+
+
+def describe_decode_error(data: bytes | memoryview) -> tuple[str, str]:
+    """(message id if one can be read, a user-facing reason) for a client frame that failed
+    to decode. Called only on the error path: decoding loosely a second time costs nothing
+    on good frames."""
     try:
         loose = msgspec.msgpack.decode(data)
     except RecursionError:
         return "", TOO_DEEP
-    except UnicodeDecodeError:
-        return "", NOT_UTF8
-    except msgspec.DecodeError:
-        return "", "frame is not valid MessagePack"
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return "", NOT_MSGPACK
     if not isinstance(loose, dict):
-        return "", "frame must be a MessagePack map with a 'type' field"
+        return "", NOT_A_MAP
     frame_id = loose.get("id") if isinstance(loose.get("id"), str) else ""
-    frame_type = loose.get("type")
-    if frame_type is None:
-        return frame_id, "frame has no 'type' field"
-    if frame_type != "chat":
-        return frame_id, f"unknown frame type {shorten(repr(frame_type))}; clients send type 'chat'"
-    return frame_id, f"invalid chat frame: {error}"
+    if "type" not in loose:
+        return frame_id, NO_TYPE
+    if loose["type"] != "chat":
+        return frame_id, UNKNOWN_TYPE.format(shorten(repr(loose["type"])))
+    missing = [name for name in CHAT_FIELDS if name not in loose]
+    if missing:
+        return frame_id, MISSING_FIELDS.format(", ".join(f"'{name}'" for name in missing))
+    for name in CHAT_FIELDS:
+        if not isinstance(loose[name], str):
+            return frame_id, NOT_A_STRING.format(name, _kind_of(loose[name]))
+    return frame_id, INVALID_CHAT

@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import msgspec
 import pytest
@@ -24,6 +24,33 @@ from proto.sockets import request
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE = 60.0
 ANSWER_DEADLINE = 15.0
+
+# What a test may need that a machine may lack, and the command that provides it. Such a test
+# is skipped with the reason, and the run ends with one line counting them; under CI=true, where
+# .ci/run provides everything, it fails instead: CI must never pass by skipping.
+ENABLERS = {
+    "a Docker engine": "bash images/ensure-docker.sh",
+    "root": "run the tests as root (sudo ./run.sh test)",
+}
+NEEDS_PREFIX = "needs "
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def unavailable(need: str, why: str) -> NoReturn:
+    """This test needs ``need`` (a key of ENABLERS), which is missing here because ``why``."""
+    if in_ci():
+        pytest.fail(f"CI must run every test, but this one {NEEDS_PREFIX}{need}: {why}", pytrace=False)
+    pytest.skip(f"{NEEDS_PREFIX}{need}: {why}")
+
+
+@pytest.fixture
+def root() -> None:
+    """The test mounts filesystems or does something else only root may."""
+    if os.geteuid() != 0:
+        unavailable("root", "mounting a filesystem needs root")
 
 
 def wait_for(condition: Callable[[], Any], deadline: float, what: str, interval: float = 0.05) -> Any:
@@ -193,3 +220,20 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(line)
+    skipped = skip_summary(terminalreporter.stats.get("skipped", []))
+    if skipped:
+        terminalreporter.write_line(skipped)
+
+
+def skip_summary(reports: list) -> str:
+    """One plain line: how many tests were skipped, why, and what enables them."""
+    if not reports:
+        return ""
+    needs: dict[str, int] = {}
+    for report in reports:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        need = next((need for need in ENABLERS if f"{NEEDS_PREFIX}{need}:" in reason), "")
+        needs[need] = needs.get(need, 0) + 1
+    parts = [f"{count} need {need} (to run them: {ENABLERS[need]})" if need else f"{count} for other reasons"
+             for need, count in needs.items()]
+    return f"{len(reports)} tests skipped: " + "; ".join(parts) + "."

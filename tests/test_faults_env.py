@@ -29,8 +29,8 @@ from proto.sockets import bind_router, connect_dealer
 from proto.store_client import StoreClient
 
 pytestmark = pytest.mark.faults
-# Mounting a filesystem needs root (CI runs as root).
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem needs root")
+# Mounting a filesystem needs root (CI runs as root): see conftest's ``root`` fixture.
+needs_root = pytest.mark.usefixtures("root")
 
 # Big enough for the schema, chroma's empty collection and a few hundred messages.
 DATA_MOUNT_SIZE = "24m"

@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # images/ is a tool folder, not an installed package
     sys.path.insert(0, REPO)
 
+from conftest import unavailable  # noqa: E402
 from images import build, launch  # noqa: E402
 from proto import ipc  # noqa: E402
 
@@ -140,7 +141,7 @@ def client():
     try:
         return build.connect(timeout=5)
     except build.NoEngine as e:
-        pytest.skip(f"image tests need a Docker engine: {e}")
+        unavailable("a Docker engine", str(e))
 
 
 @pytest.fixture(scope="module")
@@ -194,12 +195,8 @@ def test_hardened_container_round_trip(container):
     send(lay, secret, "job", "forged", JOB, key=ipc.Secret.generate())
     assert watch.wait("error", ipc.ANY_CHAT, RESULT_TIMEOUT_S, alive).payload["type"] == \
         "BadSignature"
-    t0 = time.perf_counter()
     send(lay, secret, "job", "job-1", JOB)
-    result = watch.wait("result", CHAT, RESULT_TIMEOUT_S, alive)
-    round_trip_ms = (time.perf_counter() - t0) * 1000
-    check_offline_result(result)
-    assert round_trip_ms < RESULT_TIMEOUT_S * 1000
+    check_offline_result(watch.wait("result", CHAT, RESULT_TIMEOUT_S, alive))
 
     send(lay, secret, "stop", "", {})
     assert box.wait(timeout=EXIT_TIMEOUT_S)["StatusCode"] == 0
@@ -210,10 +207,10 @@ def test_container_stops_cleanly_on_sigterm(container):
     box, lay, secret, watch = container
     alive = lambda: box.reload() or box.status in ("created", "running")  # noqa: E731
     watch.wait("ready", ipc.UNASSIGNED_CHAT, READY_TIMEOUT_S, alive)
-    t0 = time.monotonic()
     box.stop(timeout=EXIT_TIMEOUT_S)
-    assert time.monotonic() - t0 < EXIT_TIMEOUT_S / 2    # SIGTERM honoured, not SIGKILLed
     box.reload()
+    # Exit code 0 and the runner's own "exit" file: SIGTERM was honoured (a SIGKILL after the
+    # timeout would give 137 and no file).
     assert box.attrs["State"]["ExitCode"] == 0
     assert watch.wait("exit", ipc.ANY_CHAT, EXIT_TIMEOUT_S).payload["reason"] == "SIGTERM"
 

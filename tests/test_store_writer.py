@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import zmq
 
-from proto.db import open_readonly, stored_answer
+from proto.db import KnownMessage, known_message, open_readonly
 from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, StoredMessage, StoreOut
 from proto.loop import EventLoop
 from proto.sockets import bind_router, connect_dealer
@@ -76,7 +76,9 @@ def test_frames_waiting_together_are_committed_in_one_batch_and_acknowledged(rig
     assert writer.batches < 20  # grouped, not one transaction per frame
     reader = open_readonly(path, 1000)
     assert reader.execute("SELECT count(*) FROM messages").fetchone() == (20,)
-    assert stored_answer(reader, "m7") == (True, Reply(id="m7", chat="c1", tier="inline", text="answer to hello"))
+    assert known_message(reader, "m7") == KnownMessage(
+        "c1", "s", "hello", Reply(id="m7", chat="c1", tier="inline", text="answer to hello"))
+    assert known_message(reader, "m99") is None
 
 
 def test_a_resent_write_is_acknowledged_again_and_changes_nothing(rig):
@@ -96,7 +98,8 @@ def test_a_notice_is_stored_as_the_answer(rig):
                               received_at=time.time()),
         answer=Notice(id="n1", chat="c1", kind="unavailable", text="not yet"))
     send_and_commit(frame)
-    assert stored_answer(open_readonly(path, 1000), "n1") == (True, Notice(id="n1", chat="c1", kind="unavailable", text="not yet"))
+    assert known_message(open_readonly(path, 1000), "n1").answer == Notice(
+        id="n1", chat="c1", kind="unavailable", text="not yet")
 
 
 def test_an_undecodable_frame_is_counted_and_the_writer_goes_on(rig):
@@ -114,8 +117,10 @@ def test_an_undecodable_frame_is_counted_and_the_writer_goes_on(rig):
 def test_readers_cannot_write(rig):
     path, _, send_and_commit = rig
     send_and_commit(exchange(3))
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with pytest.raises(sqlite3.OperationalError) as refused:
         open_readonly(path, 1000).execute("DELETE FROM messages")
+    assert refused.value.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+    assert open_readonly(path, 1000).execute("SELECT count(*) FROM messages").fetchone() == (1,)
 
 
 def test_the_wal_is_checkpointed_once_writes_pause(rig):

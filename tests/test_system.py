@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import Warmwire, wait_for
+from proto.frames import MISSING_FIELDS, NO_TYPE, NOT_A_MAP, NOT_A_STRING, NOT_MSGPACK, UNKNOWN_TYPE
 from services.router.classifier import Classifier
 from supervisor.supervisor import SERVICES as supervised_services
 
@@ -123,15 +124,24 @@ def test_killing_the_supervisor_leaves_no_orphans(warmwire):
     wait_for(lambda: not any(psutil.pid_exists(pid) for pid in children), 10, "orphans to exit")
 
 
+def chat_map(**fields) -> dict:
+    return {"type": "chat", "id": "x0", "chat": "c", "sender": "s", "text": "hi", **fields}
+
+
+# Each bad frame and the router's own reason for it (warmwire's words, not msgspec's).
 BAD_FRAMES = {
-    "garbage": (b"\xc1\xff not msgpack", "not valid MessagePack"),
-    "not a map": (msgspec.msgpack.encode([1, 2, 3]), "map"),
-    "no type": (msgspec.msgpack.encode({"id": "x1", "text": "hi"}), "no 'type'"),
-    "unknown type": (msgspec.msgpack.encode({"type": "launch", "id": "x2"}), "unknown frame type"),
-    "wrong field type": (msgspec.msgpack.encode({"type": "chat", "id": "x3", "chat": "c", "sender": "s", "text": 42}), "$.text"),
-    "missing field": (msgspec.msgpack.encode({"type": "chat", "id": "x4", "chat": "c"}), "missing required field"),
-    "empty id": (msgspec.msgpack.encode({"type": "chat", "id": "", "chat": "c", "sender": "s", "text": "hi"}), "must not be empty"),
-    "oversized": (msgspec.msgpack.encode({"type": "chat", "id": "x5", "chat": "c", "sender": "s", "text": "a" * 5000}), "over the 4096-byte limit"),
+    "garbage": (b"\xc1\xff not msgpack", NOT_MSGPACK),
+    "not a map": (msgspec.msgpack.encode([1, 2, 3]), NOT_A_MAP),
+    "no type": (msgspec.msgpack.encode({"id": "x1", "chat": "c", "sender": "s", "text": "hi"}), NO_TYPE),
+    "unknown type": (msgspec.msgpack.encode({"type": "launch", "id": "x2"}), UNKNOWN_TYPE.format("'launch'")),
+    "type is case-sensitive": (msgspec.msgpack.encode(chat_map(type="Chat")), UNKNOWN_TYPE.format("'Chat'")),
+    "wrong field type": (msgspec.msgpack.encode(chat_map(id="x3", text=42)), NOT_A_STRING.format("text", "int")),
+    "bin, not str": (msgspec.msgpack.encode(chat_map(id="x6", text=b"hi")), NOT_A_STRING.format("text", "bin")),
+    "nil for a string": (msgspec.msgpack.encode(chat_map(id="x7", sender=None)), NOT_A_STRING.format("sender", "nil")),
+    "missing field": (msgspec.msgpack.encode({"type": "chat", "id": "x4", "chat": "c"}),
+                      MISSING_FIELDS.format("'sender', 'text'")),
+    "empty id": (msgspec.msgpack.encode(chat_map(id="")), "must not be empty"),
+    "oversized": (msgspec.msgpack.encode(chat_map(id="x5", text="a" * 5000)), "over the 4096-byte limit"),
 }
 
 
@@ -145,12 +155,28 @@ def test_each_kind_of_bad_frame_gets_an_error_notice_and_the_router_keeps_servin
             frame = client.recv()
             assert frame["type"] == "notice" and frame["kind"] == "error", (name, frame)
             assert expected in frame["text"], (name, frame)
+            assert not system.db().execute("SELECT count(*) FROM messages WHERE id LIKE 'x%'").fetchone()[0]
         client.sock.send_multipart([b"two", b"frames"])
         assert "single frame" in client.recv()["text"]
         assert client.ask("hello")["tier"] == "inline"
         assert system.service("router")["restarts"] == 0
     finally:
         system.stop()
+
+
+def test_an_id_reused_for_another_message_is_refused_and_a_resend_is_answered_again(warmwire):
+    client = warmwire.client()
+    first = client.ask("hello there", chat="reuse", id="same-id")
+    assert first["type"] == "reply"
+    assert client.ask("hello there", chat="reuse", id="same-id") == first  # a resend
+    for other in ({"text": "good night"}, {"chat": "elsewhere", "text": "hello there"}):
+        refused = client.ask(other.pop("text"), id="same-id", **{"chat": "reuse", **other})
+        assert refused["type"] == "notice" and refused["kind"] == "error", refused
+        assert "same-id" in refused["text"] and refused["id"] == "same-id"
+    rows = warmwire.db().execute("SELECT chat, text FROM messages WHERE id = 'same-id'").fetchall()
+    assert rows == [("reuse", "hello there")]
+    replies = warmwire.db().execute("SELECT count(*) FROM replies WHERE message_id = 'same-id'").fetchone()[0]
+    assert replies == 1
 
 
 def test_a_flapping_service_is_given_up_with_a_clear_log_line(home, make_env):

@@ -21,11 +21,11 @@ import zmq
 
 from proto.config import Config
 from proto.db import (
-    NOT_STORED, open_readonly, recent_turns, spend_since, stored_answer, unfinished_messages,
+    KnownMessage, known_message, open_readonly, recent_turns, spend_since, unfinished_messages,
 )
 from proto.frames import (
-    Chat, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
-    SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request,
+    ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
+    SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request, shorten,
 )
 from proto.loop import EventLoop
 from proto.store_client import StoreClient
@@ -47,6 +47,8 @@ AGENT_TIERS = ("container-light", "container-full")
 KNOWLEDGE_SILENT = "your knowledge base is not answering right now; please try again"
 NOTE_UNCONFIRMED = ("I could not confirm that your note was saved (your knowledge base did not answer in "
                     "time); please send it again: a note is never saved twice")
+ID_REUSED = ("id {} was already used for another message (a different chat, sender or text); "
+             "nothing was stored: give every new message a new id")
 
 
 class Router:
@@ -66,6 +68,9 @@ class Router:
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
         # Messages waiting for the search-cache: message id -> clients to answer.
         self.asking: dict[str, list[bytes]] = {}
+        # Messages received but not yet committed, as sent: id -> (chat, sender, text). With the
+        # database it tells a resend (the same message) from an id reused for another one.
+        self.received: dict[str, tuple[str, str, str]] = {}
         # Writes waiting to be committed: store key -> (answer to send, clients, then what).
         self.waiting: dict[str, tuple[ClientOut | None, list[bytes], Callable[[], None] | None]] = {}
         self.reader: sqlite3.Connection | None = None
@@ -117,8 +122,8 @@ class Router:
                 continue
             try:
                 chat = self.client_codec.decode(data)
-            except msgspec.DecodeError as exc:
-                frame_id, reason = describe_decode_error(data, exc)
+            except msgspec.DecodeError:
+                frame_id, reason = describe_decode_error(data)
                 self._error(identity, frame_id, reason)
                 continue
             if not chat.id or not chat.chat:
@@ -126,7 +131,7 @@ class Router:
                 continue
             self.on_chat(identity, chat)
 
-    def on_chat(self, identity: bytes, chat: Chat) -> None:
+    def on_chat(self, identity: bytes, chat: ChatIn) -> None:
         if self._answer_resend(identity, chat):
             return
         if len(self.waiting) >= self.config.max_pending_writes:
@@ -141,6 +146,7 @@ class Router:
         message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
                                 tier=verdict.tier, received_at=time.time(),
                                 status="accepted" if needs_agent else "answered")
+        self.received[chat.id] = (chat.chat, chat.sender, chat.text)
         if verdict.tier == "inline":
             answer = Reply(id=chat.id, chat=chat.chat, tier="inline",
                            text=self.inline.respond(verdict.intent, chat.text))
@@ -181,24 +187,31 @@ class Router:
 
         self.knowledge.ask(request, submit)
 
-    def _answer_resend(self, identity: bytes, chat: Chat) -> bool:
-        """A message id seen before is never processed again: join it or answer from storage."""
+    def _answer_resend(self, identity: bytes, chat: ChatIn) -> bool:
+        """A message id seen before is never processed again: the same message joins the one
+        in flight or is answered from storage; another message under that id is refused."""
+        sent = self.received.get(chat.id)
+        known = None if sent is not None else self._known(chat.id)
+        if known is not None:
+            sent = (known.chat, known.sender, known.text)
+        if sent is None:
+            return False
+        if sent != (chat.chat, chat.sender, chat.text):
+            self.counts["ids_reused"] += 1
+            self._send(identity, Notice(id=chat.id, chat=chat.chat, kind="error",
+                                        text=ID_REUSED.format(shorten(repr(chat.id)))))
+            return True
         waiting = self.waiting.get(chat.id)
         if waiting is not None:
             waiting[1].append(identity)
-            return True
-        if chat.id in self.jobs:
+        elif chat.id in self.jobs:
             self.jobs.follow(chat.id, identity)
-            return True
-        if chat.id in self.asking:
+        elif chat.id in self.asking:
             self.asking[chat.id].append(identity)
-            return True
-        stored, answer = self._stored(chat.id)
-        if not stored:
-            return False
-        self.counts["resends_answered"] += 1
-        self._send(identity, answer or Notice(id=chat.id, chat=chat.chat, kind="queued",
-                                              text="still working on it"))
+        else:
+            self.counts["resends_answered"] += 1
+            self._send(identity, known.answer or Notice(id=chat.id, chat=chat.chat, kind="queued",
+                                                        text="still working on it"))
         return True
 
     def _job(self, message: StoredMessage, context: list[Passage]) -> Job:
@@ -252,8 +265,8 @@ class Router:
             self._resume()
         return result
 
-    def _stored(self, message_id: str) -> tuple[bool, ClientOut | None]:
-        return self._read(lambda db: stored_answer(db, message_id), NOT_STORED)
+    def _known(self, message_id: str) -> KnownMessage | None:
+        return self._read(lambda db: known_message(db, message_id), None)
 
     def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
         self.counts["bad_frames"] += 1
@@ -288,6 +301,7 @@ class Router:
 
     def _on_committed(self, key: str) -> None:
         answer, clients, then = self.waiting.pop(key)
+        self.received.pop(key, None)
         if answer is not None:
             for identity in clients:
                 self._send(identity, answer)
@@ -320,6 +334,7 @@ class Router:
 
     def _tell_not_stored(self, key: str, kind: str, text: str, retry_after: float | None = None) -> None:
         answer, clients, _ = self.waiting.pop(key)
+        self.received.pop(key, None)
         message_id = key.split("#", 1)[0]
         for identity in clients:
             self._send(identity, Notice(id=message_id, kind=kind, text=text, retry_after=retry_after))
