@@ -23,7 +23,7 @@ from proto.sockets import request
 
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE = 60.0
-ANSWER_DEADLINE = 15.0
+ANSWER_DEADLINE = 30.0
 
 # What a test may need that a machine may lack, and the command that provides it. Such a test
 # is skipped with the reason, and the run ends with one line counting them; under CI=true, where
@@ -31,6 +31,7 @@ ANSWER_DEADLINE = 15.0
 ENABLERS = {
     "a Docker engine": "bash images/ensure-docker.sh",
     "root": "run the tests as root (sudo ./run.sh test)",
+    "Node.js": "apt-get install nodejs npm (node >= 20), for the second-language client",
 }
 NEEDS_PREFIX = "needs "
 

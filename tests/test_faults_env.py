@@ -34,7 +34,7 @@ needs_root = pytest.mark.usefixtures("root")
 
 # Big enough for the schema, chroma's empty collection and a few hundred messages.
 DATA_MOUNT_SIZE = "24m"
-RECOVERY_DEADLINE = 15.0
+RECOVERY_DEADLINE = 30.0
 # How long a writer waits for an acknowledgement before sending a write again (in-process).
 ACK_TIMEOUT = 0.05
 # One message of each tier (a note learned too).

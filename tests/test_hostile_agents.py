@@ -25,7 +25,7 @@ from test_pool import FULL_MESSAGE, agent_processes, docker_engine, job_containe
 
 pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 READY_DEADLINE = 30.0
-REPLACED_DEADLINE = 20.0
+REPLACED_DEADLINE = 30.0
 MB = 1 << 20
 # The pool-manager's growth allowed while an agent floods or writes 1 GB: it must not read
 # what it refuses (the cap it reads is 1 MB) nor keep a list of a flood.
@@ -60,7 +60,7 @@ def fresh_pool(system: Warmwire, since: float) -> dict:
         service = system.service("pool-manager")
         age = service["last_probe_age"]
         return age is not None and time.monotonic() - age > since and service["stats"]["pool"]
-    return wait_for(probed, 10, "a fresh probe of the pool-manager")
+    return wait_for(probed, 30, "a fresh probe of the pool-manager")
 
 
 def ready_agent(system: Warmwire) -> Path:
@@ -191,7 +191,7 @@ def answer_as_agent(system: Warmwire, root: Path, chat: str, write) -> list[dict
     as the agent, and return every frame the client got for it, the final one last."""
     client = system.client()
     message_id = client.send(FULL_MESSAGE + " (answered by a hostile agent)", chat=chat)
-    wait_for(lambda: job_state(system, message_id) == "running", 10, "the job to reach the agent")
+    wait_for(lambda: job_state(system, message_id) == "running", 30, "the job to reach the agent")
     with ipc.Writer(ipc.layout(root).from_agent, ipc.Secret.from_file(root / ipc.KEY_FILE), chat=chat) as agent:
         write(agent, message_id)
     frames = []

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.hostile
 SETTINGS = settings(derandomize=True, database=None, deadline=None, max_examples=150,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 MAX_INPUT_BYTES = 64 * 1024
-HANG_SECONDS = 10
+HANG_SECONDS = 30
 FUZZ_SEEDS = 5_000
 
 # Every union a service decodes, named by who decodes it.

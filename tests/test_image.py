@@ -27,8 +27,8 @@ from proto import ipc  # noqa: E402
 
 RUNNER = os.path.join(REPO, "images", "agent", "runner.py")
 READY_TIMEOUT_S = 60       # generous: a loaded CI machine, first start after a build
-RESULT_TIMEOUT_S = 20
-EXIT_TIMEOUT_S = 15
+RESULT_TIMEOUT_S = 30
+EXIT_TIMEOUT_S = 30
 CHAT = "chat-test"
 JOB = {"text": "When is the dentist appointment?",
        "context": [{"title": "calendar", "text": "The dentist appointment is on Friday at 10am."},

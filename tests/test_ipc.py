@@ -11,7 +11,7 @@ import pytest
 from proto import ipc
 
 CHAT = "chat-42"
-HANG_GUARD_S = 5  # a reader that blocks (e.g. on a FIFO) fails the test instead of hanging it
+HANG_GUARD_S = 30  # a reader that blocks (e.g. on a FIFO) fails the test instead of hanging it
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from services.store_writer.database import open_writer
 from services.store_writer.service import StoreWriter
 
 CHROMA_DEADLINE = 30.0
-ANSWER_DEADLINE = 15.0
+ANSWER_DEADLINE = 30.0
 HEARTBEAT = "/api/v2/heartbeat"
 _embedder = None
 

@@ -9,7 +9,6 @@ Without node and npm the test is skipped, except under CI=true, where it fails: 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,23 +16,14 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, unavailable
 
 pytestmark = pytest.mark.slow
 NODE_CLIENT = REPO / "tests" / "node_client"
 MIN_NODE = 20                # package.json's engines
+NODE_NEED = "Node.js"        # a key of conftest.ENABLERS
 NPM_CI_TIMEOUT = 600.0       # a cold npm cache downloads about 10 MB
 CHECK_TIMEOUT = 240.0        # the script's own watchdog ends it after 180 s
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason}; CI=true, so the second-language client must run here", pytrace=False)
-    pytest.skip(reason)
 
 
 def output(result: subprocess.CompletedProcess | subprocess.TimeoutExpired) -> str:
@@ -61,11 +51,11 @@ def node_client(figures) -> str:
     """The node binary, with the client's packages installed (npm ci when they are not)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        unavailable(f"{'node' if node is None else 'npm'} is not installed (the Node.js client needs node >= {MIN_NODE} and npm)")
+        unavailable(NODE_NEED, f"{'node' if node is None else 'npm'} is not installed")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     major = re.match(r"v(\d+)\.", version)
     if major is None or int(major.group(1)) < MIN_NODE:
-        unavailable(f"node {version or '(no version)'} is older than {MIN_NODE}, which the Node.js client needs")
+        unavailable(NODE_NEED, f"node {version or '(no version)'} is older than {MIN_NODE}")
     if installed():
         figures.append(f"node client: node {version}, packages already in tests/node_client/node_modules")
         return node

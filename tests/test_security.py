@@ -26,7 +26,7 @@ from proto.curve import (
 from proto.loop import EventLoop
 from proto.sockets import bind_router, is_local, local_connect_endpoint
 
-HANDSHAKE_DEADLINE = 10.0
+HANDSHAKE_DEADLINE = 30.0
 SUCCEEDED, FAILED_PROTOCOL, FAILED_AUTH = (zmq.EVENT_HANDSHAKE_SUCCEEDED,
                                            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                                            zmq.EVENT_HANDSHAKE_FAILED_AUTH)
