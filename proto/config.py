@@ -58,6 +58,8 @@ class Router(_Section):
     drain_timeout: float
     search_timeout: float
     undeliverable_log_interval: float
+    session_window: float
+    sessions_kept: int
 
 
 class Store(_Section):

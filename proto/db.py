@@ -221,12 +221,13 @@ def count_live_notes(conn: sqlite3.Connection) -> int:
 
 
 def recent_turns(conn: sqlite3.Connection, chat: str, before: str, limit: int) -> list[tuple[str, str]]:
-    """The chat's last ``limit`` exchanges before message ``before``, oldest first, as
-    (role, text) pairs: each message and the reply it got."""
+    """The chat's last ``limit`` exchanges received before message ``before``, oldest first,
+    as (role, text) pairs: each message and the reply it got."""
     rows = conn.execute(
         "SELECT m.text, (SELECT r.text FROM replies r WHERE r.message_id = m.id AND r.kind = 'reply' "
         "                ORDER BY r.seq DESC LIMIT 1) "
-        "FROM messages m WHERE m.chat = ? AND m.id != ? ORDER BY m.received_at DESC LIMIT ?",
+        "FROM messages m WHERE m.chat = ? AND m.received_at < (SELECT received_at FROM messages WHERE id = ?) "
+        "ORDER BY m.received_at DESC LIMIT ?",
         (chat, before, limit),
     ).fetchall()
     turns: list[tuple[str, str]] = []
@@ -235,6 +236,16 @@ def recent_turns(conn: sqlite3.Connection, chat: str, before: str, limit: int) -
         if reply is not None:
             turns.append(("assistant", reply))
     return turns
+
+
+def last_agent_reply(conn: sqlite3.Connection, chat: str) -> tuple[str, float] | None:
+    """(tier, when) of the chat's latest agent job that got a reply: its agent session."""
+    return conn.execute(
+        "SELECT m.tier, r.created_at FROM messages m JOIN replies r ON r.message_id = m.id "
+        "WHERE m.chat = ? AND m.tier IN ('container-light', 'container-full') AND r.kind = 'reply' "
+        "ORDER BY m.received_at DESC, r.seq DESC LIMIT 1",
+        (chat,),
+    ).fetchone()
 
 
 def unfinished_messages(conn: sqlite3.Connection) -> list[tuple[str, str, str, str, str]]:

@@ -354,6 +354,11 @@ class Job(Frame, tag="job"):
     text: str
     history: list[Turn] = []
     context: list[Passage] = []
+    # Later messages of the chat that waited for its previous job and are answered together
+    # with ``id`` as one turn (``text`` holds them all, in order); each gets the reply.
+    merged: list[str] = []
+    # The classifier's intent ("web": the user asked for the internet, which no tool reaches).
+    intent: str = ""
 
 
 class JobProgress(Frame, tag="job-progress"):

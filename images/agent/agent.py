@@ -25,6 +25,7 @@ import json
 import re
 
 OFFLINE_AGENT = "offline"
+WEB_INTENT = "web"         # the router's intent for "search the web / look it up online"
 PROVIDER_KINDS = ("anthropic", "openai")
 DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
 DEFAULT_MODELS = {"anthropic": "claude-3-5-haiku-latest", "openai": "gpt-4o-mini"}
@@ -78,14 +79,20 @@ def _best_snippet(text: str, query: set[str]) -> str:
     return snippet if len(snippet) <= MAX_SNIPPET_CHARS else snippet[:MAX_SNIPPET_CHARS] + "…"
 
 
-def offline_answer(text: str, context, failure: str = "") -> str:
+def offline_answer(text: str, context, failure: str = "", intent: str = "") -> str:
     """Answer from the knowledge passages only, and say so: nothing here is model-written.
-    failure: why a configured provider did not answer (empty: none is configured)."""
+    failure: why a configured provider did not answer (empty: none is configured).
+    intent "web": the user asked for the internet, which the agent cannot reach."""
     thai = bool(THAI_RE.search(text))
     query = _features(text)
-    scored = [(len(_features(t) & query), i, title, t)
-              for i, (title, t) in enumerate(_passages(context))]
+    passages = _passages(context)
+    scored = [(len(_features(t) & query), i, title, t) for i, (title, t) in enumerate(passages)]
     hits = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))[:MAX_PASSAGES]
+    # No passage shares a word with the question, yet the search returned them: it found them
+    # by meaning (another language, other words). Its best one is the answer to offer.
+    by_meaning = not hits and bool(passages)
+    if by_meaning:
+        hits = [(0, 0, *passages[0])]
     if failure:
         head = (f"เอเจนต์ออฟไลน์: ผู้ให้บริการโมเดลขัดข้อง ({failure}) จึงไม่มีโมเดลเขียนคำตอบนี้"
                 if thai else f"This is the offline agent: the model provider failed ({failure}), "
@@ -96,8 +103,15 @@ def offline_answer(text: str, context, failure: str = "") -> str:
         head = ("This is the offline agent: no model provider is configured, "
                 "so no model wrote this.")
     lines = [head]
+    if intent == WEB_INTENT:
+        lines.append("ค้นเว็บให้ไม่ได้: เอเจนต์นี้ไม่มีเครื่องมือเข้าอินเทอร์เน็ต" if thai else
+                     "I cannot browse the web: this agent has no tool that reaches the internet.")
     if hits:
-        lines.append("จากคลังความรู้ของคุณ:" if thai else "From your knowledge base:")
+        if by_meaning:
+            lines.append("ข้อมูลที่ใกล้เคียงที่สุดในคลังความรู้ของคุณ:" if thai
+                         else "The closest note in your knowledge base:")
+        else:
+            lines.append("จากคลังความรู้ของคุณ:" if thai else "From your knowledge base:")
         for _, _, title, body in hits:
             snippet = _best_snippet(body, query)
             lines.append(f"- {title}: {snippet}" if title else f"- {snippet}")
@@ -141,7 +155,8 @@ def provider_config(job_provider, env) -> dict | None:
 
 def _system_prompt(context) -> str:
     parts = ["You are warmwire, a personal assistant. Answer briefly and plainly. "
-             "Use the user's knowledge passages below when they are relevant."]
+             "Use the user's knowledge passages below when they are relevant. "
+             "You cannot browse the web or reach the internet: when asked to, say so plainly."]
     for title, body in _passages(context):
         parts.append(f"[{title}] {body}" if title else body)
     return "\n\n".join(parts)[:MAX_SYSTEM_CONTEXT_CHARS]
@@ -193,6 +208,7 @@ def call_provider(cfg: dict, text: str, context, history) -> tuple[str, dict]:
 def answer(payload: dict, env) -> dict:
     """The `result` payload for one job."""
     text = payload.get("text") if isinstance(payload.get("text"), str) else ""
+    intent = payload.get("intent") if isinstance(payload.get("intent"), str) else ""
     context = payload.get("context") or []
     history = payload.get("history") if isinstance(payload.get("history"), list) else []
     try:
@@ -203,6 +219,6 @@ def answer(payload: dict, env) -> dict:
                     "usage": usage}
     except ProviderError as e:
         # Say what failed, then answer offline: never pass offline text off as a model's.
-        return {"text": offline_answer(text, context, failure=str(e)),
+        return {"text": offline_answer(text, context, failure=str(e), intent=intent),
                 "agent": OFFLINE_AGENT, "offline": True, "provider_error": str(e)}
-    return {"text": offline_answer(text, context), "agent": OFFLINE_AGENT, "offline": True}
+    return {"text": offline_answer(text, context, intent=intent), "agent": OFFLINE_AGENT, "offline": True}

@@ -153,7 +153,7 @@ class PoolManager:
             return
         agent.state = "busy"
         agent.job = job
-        payload = {"text": job.text, "provider": {"model": job.model},
+        payload = {"text": job.text, "intent": job.intent, "provider": {"model": job.model},
                    "context": [{"text": p.text, "source": p.source} for p in job.context],
                    "history": [{"role": t.role, "content": t.content} for t in job.history]}
         try:

@@ -40,17 +40,21 @@ SAMPLES_KEPT = 1000
 
 
 class Flight:
-    __slots__ = ("job", "clients", "queued")
+    __slots__ = ("job", "clients", "merged", "queued")
 
-    def __init__(self, job: Job, clients: list[bytes]) -> None:
+    def __init__(self, job: Job, clients: list[bytes], merged: dict[str, list[bytes]]) -> None:
         self.job = job
         self.clients = clients
+        # The job's merged messages (Job.merged) and the clients to answer for each.
+        self.merged = merged
         self.queued = False
 
 
 class JobDispatcher:
     def __init__(self, config: JobsConfig, slots: int, socket: zmq.Socket, loop: EventLoop,
-                 send: Callable[[bytes, ClientOut], None], persist: Persist) -> None:
+                 send: Callable[[bytes, ClientOut], None], persist: Persist,
+                 on_done: Callable[[Job, bool], None]) -> None:
+        """on_done(job, replied): the job's final answer is stored (a reply, or not)."""
         self.config = config
         # Jobs the pool-manager can run at once: its configured maximum until it tells us its
         # measured limit (every frame it sends carries it).
@@ -59,6 +63,7 @@ class JobDispatcher:
         self.loop = loop
         self.send = send
         self.persist = persist
+        self.on_done = on_done
         self.codec = Codec(PoolIn)
         self.answers = Codec(PoolOut)
         self.flights: dict[str, Flight] = {}   # every job not answered yet
@@ -94,22 +99,20 @@ class JobDispatcher:
         return self.queue.index(flight) + 1 if flight.queued else None
 
     # -- sending -----------------------------------------------------------------------
-    def submit(self, job: Job, clients: list[bytes]) -> None:
-        """A stored message for an agent: send it, queue it, or refuse it, and say which."""
+    def submit(self, job: Job, clients: list[bytes], merged: dict[str, list[bytes]] | None = None) -> None:
+        """Stored messages for an agent: send them, queue them, or refuse them, and say which."""
         if job.id in self.flights:
             return
         self.counts["jobs"] += 1
-        flight = Flight(job, clients)
+        flight = Flight(job, clients, merged or {})
         if not self.queue and self._try_send(job):
             self.flights[job.id] = flight
             return
         if len(self.queue) >= self.config.max_queued:
             self.counts["refused"] += 1
             retry = self.config.busy_retry_after
-            busy = Notice(id=job.id, chat=job.chat, kind="busy", retry_after=retry,
-                          text=f"busy, try again in {retry:g} s")
-            self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="refused", answer=busy),
-                         busy, clients)
+            self._answer(flight, "refused", lambda id: Notice(
+                id=id, chat=job.chat, kind="busy", retry_after=retry, text=f"busy, try again in {retry:g} s"))
             return
         self.flights[job.id] = flight
         flight.queued = True
@@ -157,17 +160,31 @@ class JobDispatcher:
         if result.error:
             self.counts["failed"] += 1
             log.error("job %s failed: %s", job.id, result.error)
-            save = SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="failed", answer=Notice(
-                id=job.id, chat=job.chat, kind="error", text=f"the agent could not answer: {result.error}"))
+            self._answer(flight, "failed", lambda id: Notice(
+                id=id, chat=job.chat, kind="error", text=f"the agent could not answer: {result.error}"))
         else:
             self.counts["results"] += 1
-            save = SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status="answered",
-                              answer=Reply(id=job.id, chat=job.chat, tier=job.tier, text=result.text))
-        self.persist(save, save.answer, flight.clients,
-                     then=lambda: self._replied(result.written_at) if result.written_at else None)
+            self._answer(flight, "answered", lambda id: Reply(id=id, chat=job.chat, tier=job.tier, text=result.text),
+                         result.written_at)
 
-    def _replied(self, written_at: float) -> None:
-        self.result_to_reply_ms.append((time.time() - written_at) * 1000)
+    def _answer(self, flight: Flight, status: str, answer_for: Callable[[str], ClientOut],
+                written_at: float = 0.0) -> None:
+        """Store the job's final answer for each of its messages and send it to their clients;
+        once the job's own message is stored, the job is done."""
+        job = flight.job
+        for message_id, clients in flight.merged.items():
+            answer = answer_for(message_id)
+            self.persist(SaveAnswer(message_id=message_id, seq=SEQ_FINAL, status=status, answer=answer),
+                         answer, clients)
+        answer = answer_for(job.id)
+
+        def done() -> None:
+            if written_at:
+                self.result_to_reply_ms.append((time.time() - written_at) * 1000)
+            self.on_done(job, status == "answered")
+
+        self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status=status, answer=answer),
+                     answer, flight.clients, then=done)
 
     # -- reconnects --------------------------------------------------------------------
     def _resend_in_flight(self) -> None:

@@ -21,25 +21,29 @@ import zmq
 
 from proto.config import Config
 from proto.db import (
-    KnownMessage, known_message, open_readonly, recent_turns, spend_since, unfinished_messages,
+    KnownMessage, known_message, last_agent_reply, open_readonly, recent_turns, spend_since,
+    unfinished_messages,
 )
 from proto.frames import (
-    ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
+    ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveAnswer, SaveExchange,
     SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request, shorten,
 )
 from proto.loop import EventLoop
 from proto.store_client import StoreClient
 
 from .classifier import TIERS, Classifier
+from .classifier.conversation import AGENT_TIERS, in_session, is_follow_up
 from .inline import InlineResponder
-from .jobs import JobDispatcher
+from .jobs import SEQ_QUEUED, JobDispatcher
 from .knowledge import KnowledgeClient
+from .lanes import Held, Lanes
 
 log = logging.getLogger("router")
 
 # Frames read from the frontend per wake-up before the store socket gets its turn.
 FRONTEND_BATCH = 256
-AGENT_TIERS = ("container-light", "container-full")
+# Messages of one chat that waited for its agent and go to it as one turn are joined so.
+MERGED_SEPARATOR = "\n\n"
 # When the search-cache gives no answer in time. A note to remember may be saved all the same
 # (the search-cache saves it once the store-writer is back: a frozen store-writer made every
 # "remember" say the knowledge base was not answering, and then the note was there), so the
@@ -64,7 +68,10 @@ class Router:
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed, self._on_store_refused,
                                    self._on_store_kept)
-        self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist)
+        self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist,
+                                  self._job_done)
+        self.lanes = Lanes(self.config.sessions_kept,
+                           lambda chat: self._read(lambda db: last_agent_reply(db, chat), None))
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
         # Messages waiting for the search-cache: message id -> clients to answer.
         self.asking: dict[str, list[bytes]] = {}
@@ -99,7 +106,7 @@ class Router:
             "classifier": self.classifier.scorer_name,
             "pending_writes": len(self.waiting),
             "store_resends": self.storage.resends,
-            "jobs": self.jobs.stats(),
+            "jobs": {**self.jobs.stats(), "busy_chats": len(self.lanes.lanes), "held": self.lanes.held()},
             "knowledge": self.knowledge.counts,
             **self.counts,
         }
@@ -141,6 +148,8 @@ class Router:
                 text=f"busy, try again in {self.config.busy_retry_after:g} s"))
             return
         verdict = self.classifier.classify(chat.text)
+        if is_follow_up(chat.text):  # only then is the chat's session worth looking up
+            verdict = in_session(chat.text, verdict, self.lanes.session(chat.chat), self.config.session_window)
         self.tiers[verdict.tier] += 1
         needs_agent = verdict.tier in AGENT_TIERS
         message = StoredMessage(id=chat.id, chat=chat.chat, sender=chat.sender, text=chat.text,
@@ -160,7 +169,7 @@ class Router:
             # Stored first, so the message is never lost, then handed to an agent.
             clients = [identity]
             self.persist(SaveExchange(message=message), None, clients,
-                         then=lambda: self._submit_with_context(message, clients))
+                         then=lambda: self._to_agent(message, clients, verdict.intent))
 
     def _answer_from_knowledge(self, message: StoredMessage, clients: list[bytes], found, learning: bool) -> None:
         del self.asking[message.id]
@@ -175,15 +184,41 @@ class Router:
         self.persist(SaveExchange(message=msgspec.structs.replace(message, status=status), answer=answer),
                      answer, clients)
 
-    def _submit_with_context(self, message: StoredMessage, clients: list[bytes]) -> None:
+    def _to_agent(self, message: StoredMessage, clients: list[bytes], intent: str = "") -> None:
+        """To the chat's agent now, or, while the chat's job runs, behind it in its lane."""
+        held = Held(message, clients, intent)
+        if not self.lanes.busy(message.chat):
+            self.lanes.start(message.chat)
+            self._submit_with_context([held])
+            return
+        place = self.lanes.hold(held)
+        notice = Notice(id=message.id, chat=message.chat, kind="queued", position=place,
+                        text=f"queued behind this chat's current job (position {place}); "
+                             "it goes to the agent as soon as that job is answered")
+        for identity in clients:
+            self._send(identity, notice)
+        # Persisted as the message's status: a restarted router sends it to the agent again.
+        self.persist(SaveAnswer(message_id=message.id, seq=SEQ_QUEUED, status="queued", answer=notice), None, [])
+
+    def _job_done(self, job: Job, replied: bool) -> None:
+        """The chat's job is answered: its session is open; the messages that waited for it
+        go to the agent as one turn."""
+        if replied:
+            self.lanes.replied(job.chat, job.tier)
+        waiting = self.lanes.finish(job.chat)
+        if waiting:
+            self._submit_with_context(waiting)
+
+    def _submit_with_context(self, messages: list[Held]) -> None:
         """Ask the knowledge base for passages, then hand the job to the pool (with or
         without them: a slow search-cache never holds a job back for long)."""
-        request = SearchRequest(req=self.knowledge.next_req(), query=message.text,
+        request = SearchRequest(req=self.knowledge.next_req(), query=self._turn_text(messages),
                                 limit=self.full_config.jobs.context_passages)
 
         def submit(found) -> None:
             passages = [Passage(text=hit.text, source=hit.source) for hit in found.hits] if found else []
-            self.jobs.submit(self._job(message, passages), clients)
+            self.jobs.submit(self._job(messages, passages), messages[0].clients,
+                             {held.message.id: held.clients for held in messages[1:]})
 
         self.knowledge.ask(request, submit)
 
@@ -214,13 +249,23 @@ class Router:
                                                         text="still working on it"))
         return True
 
-    def _job(self, message: StoredMessage, context: list[Passage]) -> Job:
-        model = (self.full_config.agents.light_model if message.tier == "container-light"
-                 else self.full_config.agents.full_model)
+    @staticmethod
+    def _turn_text(messages: list[Held]) -> str:
+        return MERGED_SEPARATOR.join(held.message.text for held in messages)
+
+    def _job(self, messages: list[Held], context: list[Passage]) -> Job:
+        """One agent turn for one message, or for several of one chat that waited for its
+        previous job: under the first one's id, at the largest tier any of them needs."""
+        first = messages[0].message
+        tier = max((held.message.tier for held in messages), key=AGENT_TIERS.index)
+        agents = self.full_config.agents
         history = [Turn(role=role, content=text) for role, text in self._read(
-                   lambda db: recent_turns(db, message.chat, message.id, self.full_config.jobs.history_turns), [])]
-        return Job(id=message.id, chat=message.chat, tier=message.tier, model=model,
-                   text=message.text, history=history, context=context)
+                   lambda db: recent_turns(db, first.chat, first.id, self.full_config.jobs.history_turns), [])]
+        return Job(id=first.id, chat=first.chat, tier=tier,
+                   model=agents.light_model if tier == "container-light" else agents.full_model,
+                   text=self._turn_text(messages), history=history, context=context,
+                   merged=[held.message.id for held in messages[1:]],
+                   intent=next((held.intent for held in messages if held.intent), ""))
 
     def _resume(self) -> None:
         """Jobs a previous router accepted but never answered go to the pool again."""
@@ -233,7 +278,7 @@ class Router:
         for message_id, chat, sender, text, tier in unfinished:
             message = StoredMessage(id=message_id, chat=chat, sender=sender, text=text, tier=tier,
                                     received_at=0.0, status="accepted")
-            self._submit_with_context(message, [])
+            self._to_agent(message, [])
 
     def _spend_today(self) -> tuple[int, int, float]:
         midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()

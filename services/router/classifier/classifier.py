@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import rules
+from .conversation import Session, in_session, web_request
 from .model import WEIGHTS_PATH, LinearModel
 from .scoring import CONFIDENCE_STEPS, PythonScorer, make_scorer
 from .text import analyse, features, normalise
@@ -59,11 +60,16 @@ class Classifier:
         """The scorer's name, "C" or "Python", for status and benchmark lines."""
         return "Python" if isinstance(self._scorer, PythonScorer) else "C"
 
-    def classify(self, text: str) -> Verdict:
-        """The tier (and intent, reason, confidence) that should answer `text`."""
+    def classify(self, text: str, session: Session | None = None, window_s: float = 0.0) -> Verdict:
+        """The tier (and intent, reason, confidence) that should answer `text`; with the
+        chat's agent `session`, a follow-up within `window_s` s goes to the session's tier."""
+        verdict = self._classify(text)
+        return verdict if session is None else in_session(text, verdict, session, window_s)
+
+    def _classify(self, text: str) -> Verdict:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        ruled = rules.structural(text)
+        ruled = rules.structural(text) or web_request(text)
         if ruled is not None:
             return ruled
         split = rules.split_opener(text)
@@ -71,7 +77,7 @@ class Classifier:
             # "hi! can you debug this" -> the request decides.  When the rest is a pleasantry
             # too ("got it, thanks"), its verdict stands for the whole message.
             opener, rest = split
-            verdict = rules.structural(rest) or self._predict(rest)
+            verdict = rules.structural(rest) or web_request(rest) or self._predict(rest)
             if verdict.tier == INLINE:
                 return verdict
             return Verdict(verdict.tier, f"{verdict.reason} (after '{_short(opener)}')",

@@ -20,7 +20,7 @@ LEARNED_INTENTS = {
     "writing": FULL,
 }
 # Intents only the structural rules produce.
-RULE_INTENTS = {"command": INLINE, "empty": INLINE, "long": FULL}
+RULE_INTENTS = {"command": INLINE, "empty": INLINE, "long": FULL, "web": LIGHT}
 INTENT_TIER = {**LEARNED_INTENTS, **RULE_INTENTS}
 
 # Human-readable reason for a verdict the model made, keyed by intent.
