@@ -19,6 +19,8 @@ PY="$VENV/bin/python"
 MIN_PYTHON="3.11"
 NATIVE_C=services/router/classifier/_native.c
 LOCK_FILE=requirements.lock
+# Beside .venv, not in it: it must outlive an `rm -rf .venv`.
+INSTALL_LOCK="$VENV.lock"
 # The lock tool, needed only by `./run.sh lock`; a newer uv may resolve differently.
 UV_VERSION="0.13.9"
 
@@ -50,6 +52,18 @@ find_python() {
   echo "run.sh: warmwire needs Python >= $MIN_PYTHON with venv (apt-get install python3-venv)" >&2
   return 1
 }
+
+# One run.sh at a time makes and fills .venv: a second one waits here until the first is done.
+take_install_lock() {
+  exec {INSTALL_LOCK_FD}>"$INSTALL_LOCK"
+  if ! flock --nonblock "$INSTALL_LOCK_FD"; then
+    echo "run.sh: another run.sh is installing into $VENV; waiting for it" >&2
+    flock "$INSTALL_LOCK_FD"
+  fi
+}
+
+# Closed before the command runs: a child that inherited the descriptor would hold the lock.
+release_install_lock() { exec {INSTALL_LOCK_FD}>&-; }
 
 make_venv() {
   local base
@@ -103,12 +117,14 @@ command="${1:-run}"
 case "$command" in
   -h|--help|help) usage; exit 0 ;;
 esac
+take_install_lock
 make_venv
 if [ "$command" = lock ]; then
   refresh_lock "$@"
   exit 0
 fi
 install_missing
+release_install_lock
 case "$command" in
   run)
     # With a Docker engine, agents run in containers: build the image if it is missing.

@@ -112,7 +112,7 @@ def compile_lock(uv: str, uv_args: list[str], pyproject: Path = PYPROJECT,
     requires-python on and every platform, with markers where versions differ."""
     inputs = lock_inputs(pyproject)
     extra = "\n".join(inputs["build-system"] + inputs["tools"]) + "\n"
-    # A fixed name: one `./run.sh lock` at a time.
+    # A fixed name is safe: `./run.sh lock` holds its install lock while this runs.
     scratch = lock.with_name(f".{lock.name}.new")
     try:
         # uv prefers the versions already in its output file.
