@@ -9,6 +9,8 @@
 #   ./run.sh classify        JSON lines {"text"} on stdin -> {"tier","reason"} on stdout
 #   ./run.sh bench [--quick] [--json FILE]   the benchmark
 #   ./run.sh image [--base IMAGE]  build the agent image (quick when nothing changed)
+#   ./run.sh lock [--upgrade]  refresh requirements.lock after a change to pyproject.toml's
+#                            dependencies; --upgrade: the newest releases of everything
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +18,11 @@ VENV=.venv
 PY="$VENV/bin/python"
 MIN_PYTHON="3.11"
 NATIVE_C=services/router/classifier/_native.c
+LOCK_FILE=requirements.lock
+# Beside .venv, not in it: it must outlive an `rm -rf .venv`.
+INSTALL_LOCK="$VENV.lock"
+# The lock tool, needed only by `./run.sh lock`; a newer uv may resolve differently.
+UV_VERSION="0.13.9"
 
 # A Python >= MIN_PYTHON that can make a venv.
 usable_python() {
@@ -46,7 +53,19 @@ find_python() {
   return 1
 }
 
-ensure_venv() {
+# One run.sh at a time makes and fills .venv: a second one waits here until the first is done.
+take_install_lock() {
+  exec {INSTALL_LOCK_FD}>"$INSTALL_LOCK"
+  if ! flock --nonblock "$INSTALL_LOCK_FD"; then
+    echo "run.sh: another run.sh is installing into $VENV; waiting for it" >&2
+    flock "$INSTALL_LOCK_FD"
+  fi
+}
+
+# Closed before the command runs: a child that inherited the descriptor would hold the lock.
+release_install_lock() { exec {INSTALL_LOCK_FD}>&-; }
+
+make_venv() {
   local base
   base="$(find_python)"
   # A venv made from another interpreter than the one chosen now is made again.
@@ -54,16 +73,22 @@ ensure_venv() {
     echo "run.sh: $VENV was made from another Python; making it again from $base" >&2
     rm -rf "$VENV"
   fi
-  # Reinstall only when pyproject.toml or the C source it builds changed since the last
-  # successful install.
-  local stamp="$VENV/.installed-$(cat pyproject.toml "$NATIVE_C" | sha256sum | cut -c1-16)"
   if [ ! -x "$PY" ]; then
     echo "run.sh: creating $VENV from $base" >&2
     "$base" -m venv "$VENV"
   fi
+}
+
+install_missing() {
+  # Reinstall only when pyproject.toml, the lock or the C source it builds changed since the
+  # last successful install.
+  local stamp="$VENV/.installed-$(cat pyproject.toml "$LOCK_FILE" "$NATIVE_C" | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     echo "run.sh: installing warmwire and its dependencies into $VENV (the first time takes a few minutes)" >&2
-    "$PY" -m pip install --progress-bar on -e '.[test,bench]' >&2
+    # Every package at the version and hash the lock gives, pip and setuptools included; then
+    # warmwire itself, built by that locked setuptools rather than whatever is newest today.
+    "$PY" -m pip install --progress-bar on --require-hashes -r "$LOCK_FILE" >&2
+    "$PY" -m pip install --progress-bar on --no-deps --no-build-isolation -e . >&2
     rm -f "$VENV"/.installed-*
     touch "$stamp"
     # The C extension is optional (pip goes on without it); say so once, here, when it is missing.
@@ -71,6 +96,15 @@ ensure_venv() {
       echo "run.sh: the classifier's C extension was not built (no C compiler or Python headers?);" \
            "classifying in pure Python, more slowly (see README)" >&2
   fi
+}
+
+# Resolves pyproject.toml's requirements again (deps/lock.py says what goes in); ARGS go to
+# `uv pip compile`. The next command installs the new lock.
+refresh_lock() {
+  echo "run.sh: making sure $VENV has the lock tool, uv $UV_VERSION" >&2
+  "$PY" -m pip install --quiet "uv==$UV_VERSION" >&2
+  echo "run.sh: resolving pyproject.toml's requirements into $LOCK_FILE" >&2
+  "$PY" -m deps.lock --uv "$VENV/bin/uv" "$@"
 }
 
 # The comment block at the top of this file is the help text.
@@ -83,7 +117,14 @@ command="${1:-run}"
 case "$command" in
   -h|--help|help) usage; exit 0 ;;
 esac
-ensure_venv
+take_install_lock
+make_venv
+if [ "$command" = lock ]; then
+  refresh_lock "$@"
+  exit 0
+fi
+install_missing
+release_install_lock
 case "$command" in
   run)
     # With a Docker engine, agents run in containers: build the image if it is missing.

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import deps.lock
+
 REPO = Path(__file__).resolve().parent.parent
 AGENT_DIR = REPO / "images" / "agent"
 AGENT_SOURCES = {  # staged name -> source; proto/ipc.py is the one IPC implementation
@@ -57,7 +59,9 @@ BASE_CHANGES = ('LABEL warmwire.image=base',
 DEBOOTSTRAP_PHASES = {"Retrieving": "downloading packages", "Extracting": "extracting",
                       "Installing": "installing the core", "Unpacking": "unpacking",
                       "Configuring": "configuring", "Base": "base system installed"}
-WHEELS = (("pip", "24.3.1"), ("inotify_simple", "2.0.1"))  # pinned: part of the hash
+# Installed into the image at the versions requirements.lock pins, checked against its hashes;
+# the wheels' bytes are part of the agent tag.
+WHEELS = ("pip", "inotify-simple")
 
 DEFAULT_CACHE = Path.home() / ".cache" / "warmwire" / "images"
 ENGINE_TIMEOUT_S = 10
@@ -247,25 +251,46 @@ def ensure_named_base(client, ref: str, log: Progress) -> str:
 
 
 def ensure_wheels(cache: Path, log: Progress) -> list[Path]:
-    """The pinned wheels, fetched once with the host's pip (the image has no network)."""
+    """WHEELS as requirements.lock pins them, fetched once with the host's pip (the image has no
+    network); a wheel whose hash the lock does not list is never used."""
     folder = cache / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
+    pins = {pin.name: pin for pin in deps.lock.read_pins() if pin.marker is None}
     found = []
-    for name, version in WHEELS:
-        pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-        hits = sorted(folder.glob(pattern))
+    for name in WHEELS:
+        pin = pins.get(name)
+        if pin is None:
+            raise BuildError(f"{deps.lock.LOCK.name} pins no {name} for every platform: "
+                             f"run ./run.sh lock")
+        pattern = f"{name.replace('-', '_')}-{pin.version}-*.whl"
+        hits = _locked_wheels(folder, pattern, pin, log)
         if not hits:
-            log("wheels", f"fetching {name}=={version}")
-            # `pip wheel` takes a published wheel as is and builds one from an sdist if not.
-            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                                   "--disable-pip-version-check", "-q", "-w", str(folder),
-                                   f"{name}=={version}"], capture_output=True, text=True)
-            hits = sorted(folder.glob(pattern))
+            log("wheels", f"fetching {name}=={pin.version}")
+            # Only a published wheel: one pip built from an sdist would have no locked hash.
+            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                                   "--only-binary", ":all:", "--disable-pip-version-check",
+                                   "-q", "-d", str(folder), f"{name}=={pin.version}"],
+                                  capture_output=True, text=True)
+            hits = _locked_wheels(folder, pattern, pin, log)
             if proc.returncode != 0 or not hits:
-                raise BuildError(f"could not fetch wheel {name}=={version}: "
+                raise BuildError(f"could not fetch a wheel of {name}=={pin.version} with a "
+                                 f"hash {deps.lock.LOCK.name} lists: "
                                  f"{proc.stderr.strip()[-500:]}")
         found.append(hits[0])
     return found
+
+
+def _locked_wheels(folder: Path, pattern: str, pin: deps.lock.Pin, log: Progress) -> list[Path]:
+    """The wheels in `folder` matching `pattern` whose sha256 the lock lists for `pin`; any
+    other (damaged, or not the file the lock names) is removed so a fetch can replace it."""
+    good = []
+    for wheel in sorted(folder.glob(pattern)):
+        if f"sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}" in pin.hashes:
+            good.append(wheel)
+        else:
+            log("wheels", f"removing {wheel.name}: its hash is not in {deps.lock.LOCK.name}")
+            wheel.unlink()
+    return good
 
 
 def agent_tag(base_id: str, wheels: list[Path]) -> str:

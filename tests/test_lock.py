@@ -1,0 +1,81 @@
+"""requirements.lock agrees with pyproject.toml, and what is installed agrees with the lock."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from collections import defaultdict
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+import deps.lock
+from images import build
+
+REFRESH = "run ./run.sh lock"
+
+
+@pytest.fixture(scope="module")
+def pins_by_name() -> dict[str, list[deps.lock.Pin]]:
+    found = defaultdict(list)
+    for pin in deps.lock.read_pins():
+        found[pin.name].append(pin)
+    return found
+
+
+def applies_here(pin: deps.lock.Pin) -> bool:
+    return pin.marker is None or Marker(pin.marker).evaluate()
+
+
+def test_lock_was_made_from_this_pyproject():
+    recorded = deps.lock.recorded_digest()
+    current = deps.lock.inputs_digest(deps.lock.lock_inputs())
+    assert recorded == current, f"pyproject.toml's requirements changed since the lock: {REFRESH}"
+
+
+def test_every_requirement_is_pinned_within_its_specifier(pins_by_name):
+    for text in deps.lock.requirements(deps.lock.lock_inputs()):
+        req = Requirement(text)
+        pins = pins_by_name.get(deps.lock.normalise(req.name))
+        assert pins, f"{req.name} is not in {deps.lock.LOCK.name}: {REFRESH}"
+        for pin in pins:
+            assert req.specifier.contains(Version(pin.version), prereleases=True), \
+                f"{req} but the lock pins {pin.name}=={pin.version}: {REFRESH}"
+
+
+def test_every_pin_has_hashes_and_applies_once(pins_by_name):
+    for name, pins in pins_by_name.items():
+        assert all(pin.hashes for pin in pins), f"{name} has no --hash in the lock"
+        # Two pins of one package are for different markers: never both installed.
+        assert sum(applies_here(pin) for pin in pins) <= 1, f"{name} is pinned twice here"
+
+
+def test_this_venv_has_the_locked_versions(pins_by_name):
+    wrong = {}
+    for name, pins in pins_by_name.items():
+        for pin in filter(applies_here, pins):
+            try:
+                installed = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                installed = None
+            if installed != pin.version:
+                wrong[name] = (pin.version, installed)
+    assert not wrong, f"locked vs installed (./run.sh installs the lock): {wrong}"
+
+
+def test_image_wheels_are_the_locked_files(tmp_path):
+    """A cached wheel that is not the file the lock names is replaced, not built into the
+    image. (Fetches two small wheels with pip, from its cache when it has them.)"""
+    pins = {pin.name: pin for pin in deps.lock.read_pins()}
+    pip = pins["pip"]
+    forged = tmp_path / "wheels" / f"pip-{pip.version}-py3-none-any.whl"
+    forged.parent.mkdir()
+    forged.write_bytes(b"not the locked pip")
+    wheels = build.ensure_wheels(tmp_path, build.Progress(quiet=True))
+    assert len(wheels) == len(build.WHEELS)
+    for name, wheel in zip(build.WHEELS, wheels):
+        digest = f"sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}"
+        assert digest in pins[name].hashes, f"{wheel.name} is not a file the lock names"
+        assert f"-{pins[name].version}-" in wheel.name
