@@ -98,13 +98,13 @@ install_missing() {
   fi
 }
 
-# Resolves pyproject.toml's requirements again (deps/lock.py says what goes in); ARGS go to
+# Resolves pyproject.toml's requirements again (supervisor/commands/lock.py says what goes in); ARGS go to
 # `uv pip compile`. The next command installs the new lock.
 refresh_lock() {
   echo "run.sh: making sure $VENV has the lock tool, uv $UV_VERSION" >&2
   "$PY" -m pip install --quiet "uv==$UV_VERSION" >&2
   echo "run.sh: resolving pyproject.toml's requirements into $LOCK_FILE" >&2
-  "$PY" -m deps.lock --uv "$VENV/bin/uv" "$@"
+  "$PY" -m supervisor.commands.lock --uv "$VENV/bin/uv" "$@"
 }
 
 # The comment block at the top of this file is the help text.

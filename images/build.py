@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import deps.lock
+from supervisor.commands import lock as locked
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_DIR = REPO / "images" / "agent"
@@ -255,12 +255,12 @@ def ensure_wheels(cache: Path, log: Progress) -> list[Path]:
     network); a wheel whose hash the lock does not list is never used."""
     folder = cache / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
-    pins = {pin.name: pin for pin in deps.lock.read_pins() if pin.marker is None}
+    pins = {pin.name: pin for pin in locked.read_pins() if pin.marker is None}
     found = []
     for name in WHEELS:
         pin = pins.get(name)
         if pin is None:
-            raise BuildError(f"{deps.lock.LOCK.name} pins no {name} for every platform: "
+            raise BuildError(f"{locked.LOCK.name} pins no {name} for every platform: "
                              f"run ./run.sh lock")
         pattern = f"{name.replace('-', '_')}-{pin.version}-*.whl"
         hits = _locked_wheels(folder, pattern, pin, log)
@@ -274,13 +274,13 @@ def ensure_wheels(cache: Path, log: Progress) -> list[Path]:
             hits = _locked_wheels(folder, pattern, pin, log)
             if proc.returncode != 0 or not hits:
                 raise BuildError(f"could not fetch a wheel of {name}=={pin.version} with a "
-                                 f"hash {deps.lock.LOCK.name} lists: "
+                                 f"hash {locked.LOCK.name} lists: "
                                  f"{proc.stderr.strip()[-500:]}")
         found.append(hits[0])
     return found
 
 
-def _locked_wheels(folder: Path, pattern: str, pin: deps.lock.Pin, log: Progress) -> list[Path]:
+def _locked_wheels(folder: Path, pattern: str, pin: locked.Pin, log: Progress) -> list[Path]:
     """The wheels in `folder` matching `pattern` whose sha256 the lock lists for `pin`; any
     other (damaged, or not the file the lock names) is removed so a fetch can replace it."""
     good = []
@@ -288,7 +288,7 @@ def _locked_wheels(folder: Path, pattern: str, pin: deps.lock.Pin, log: Progress
         if f"sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}" in pin.hashes:
             good.append(wheel)
         else:
-            log("wheels", f"removing {wheel.name}: its hash is not in {deps.lock.LOCK.name}")
+            log("wheels", f"removing {wheel.name}: its hash is not in {locked.LOCK.name}")
             wheel.unlink()
     return good
 

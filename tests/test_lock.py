@@ -11,35 +11,35 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-import deps.lock
+from supervisor.commands import lock as locked
 from images import build
 
 REFRESH = "run ./run.sh lock"
 
 
 @pytest.fixture(scope="module")
-def pins_by_name() -> dict[str, list[deps.lock.Pin]]:
+def pins_by_name() -> dict[str, list[locked.Pin]]:
     found = defaultdict(list)
-    for pin in deps.lock.read_pins():
+    for pin in locked.read_pins():
         found[pin.name].append(pin)
     return found
 
 
-def applies_here(pin: deps.lock.Pin) -> bool:
+def applies_here(pin: locked.Pin) -> bool:
     return pin.marker is None or Marker(pin.marker).evaluate()
 
 
 def test_lock_was_made_from_this_pyproject():
-    recorded = deps.lock.recorded_digest()
-    current = deps.lock.inputs_digest(deps.lock.lock_inputs())
+    recorded = locked.recorded_digest()
+    current = locked.inputs_digest(locked.lock_inputs())
     assert recorded == current, f"pyproject.toml's requirements changed since the lock: {REFRESH}"
 
 
 def test_every_requirement_is_pinned_within_its_specifier(pins_by_name):
-    for text in deps.lock.requirements(deps.lock.lock_inputs()):
+    for text in locked.requirements(locked.lock_inputs()):
         req = Requirement(text)
-        pins = pins_by_name.get(deps.lock.normalise(req.name))
-        assert pins, f"{req.name} is not in {deps.lock.LOCK.name}: {REFRESH}"
+        pins = pins_by_name.get(locked.normalise(req.name))
+        assert pins, f"{req.name} is not in {locked.LOCK.name}: {REFRESH}"
         for pin in pins:
             assert req.specifier.contains(Version(pin.version), prereleases=True), \
                 f"{req} but the lock pins {pin.name}=={pin.version}: {REFRESH}"
@@ -68,7 +68,7 @@ def test_this_venv_has_the_locked_versions(pins_by_name):
 def test_image_wheels_are_the_locked_files(tmp_path):
     """A cached wheel that is not the file the lock names is replaced, not built into the
     image. (Fetches two small wheels with pip, from its cache when it has them.)"""
-    pins = {pin.name: pin for pin in deps.lock.read_pins()}
+    pins = {pin.name: pin for pin in locked.read_pins()}
     pip = pins["pip"]
     forged = tmp_path / "wheels" / f"pip-{pip.version}-py3-none-any.whl"
     forged.parent.mkdir()

@@ -1,7 +1,7 @@
 """requirements.lock: every Python package warmwire installs, at an exact version, with hashes.
 
 It is made from pyproject.toml's requirements (dependencies, every extra, the build backend)
-and the tools below, by `./run.sh lock`, which runs `python -m deps.lock --uv PATH [UV ARGS]`.
+and the tools below, by `./run.sh lock`, which runs `python -m supervisor.commands.lock --uv PATH [UV ARGS]`.
 run.sh installs .venv from it, images/build.py takes the agent image's wheels from it, and
 tests/test_lock.py fails when it and pyproject.toml disagree.
 
@@ -20,14 +20,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
 LOCK = REPO / "requirements.lock"
 # Locked beside pyproject's requirements: .venv's pip and the agent image's pip come from here.
 TOOLS = ("pip",)
 COMPILE_COMMAND = "./run.sh lock"  # what the lock's header tells a reader to run
 # The lock's first line: the digest of the requirements it was resolved from.
-DIGEST_LINE = "# inputs-sha256: {digest}  (pyproject.toml's requirements; see deps/lock.py)"
+DIGEST_LINE = "# inputs-sha256: {digest}  (pyproject.toml's requirements; see supervisor/commands/lock.py)"
 DIGEST_RE = re.compile(r"^# inputs-sha256: ([0-9a-f]{64})\b", re.M)
 MIN_PYTHON_RE = re.compile(r">=\s*(\d+(?:\.\d+)*)")
 HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
@@ -132,18 +132,18 @@ def compile_lock(uv: str, uv_args: list[str], pyproject: Path = PYPROJECT,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deps.lock",
+    p = argparse.ArgumentParser(prog="python -m supervisor.commands.lock",
                                 description=f"Refresh {LOCK.name} from pyproject.toml.")
     p.add_argument("--uv", required=True, help="the uv executable to resolve with")
     args, uv_args = p.parse_known_args(argv)
     try:
         compile_lock(args.uv, uv_args)
     except subprocess.CalledProcessError as e:
-        print(f"deps.lock: uv failed (exit {e.returncode}); {LOCK.name} is unchanged",
+        print(f"lock: uv failed (exit {e.returncode}); {LOCK.name} is unchanged",
               file=sys.stderr)
         return 1
     pins = read_pins()
-    print(f"deps.lock: {LOCK.name}: {len(pins)} pins", file=sys.stderr)
+    print(f"lock: {LOCK.name}: {len(pins)} pins", file=sys.stderr)
     return 0
 
 
