@@ -73,7 +73,8 @@ def migrate(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> list[
         if version > LATEST:
             raise DatabaseTooNew(
                 f"{path} has schema version {version}, newer than this code's {LATEST}: it was "
-                "written by a newer warmwire; not writing it (run that version, or restore a backup)")
+                f"written by a newer warmwire; not writing it (run that warmwire, or put back an "
+                f"older copy, {path.name}.v<N>.bak)")
         pending = range(version + 1, LATEST + 1)
         if pending and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             backup = backup_path(path, version)
@@ -98,7 +99,8 @@ def _copy(path: Path, target: Path, busy_timeout_ms: int) -> None:
     into the folder, so the copy outlives a power cut that the migration might not. It reads
     through a connection of its own: the writer's, holding the write lock, would wait forever."""
     try:
-        with closing(open_readonly(path, busy_timeout_ms)) as source, closing(sqlite3.connect(target)) as copy:
+        with closing(open_readonly(path, busy_timeout_ms)) as source, \
+                closing(sqlite3.connect(target)) as copy:
             source.backup(copy)
     except BaseException:
         target.unlink(missing_ok=True)  # half a copy must not pass for a backup
