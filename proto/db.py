@@ -1,6 +1,7 @@
-"""The database's shape, shared by the one writer (store-writer) and every reader.
+"""Reading the database, shared by the one writer (store-writer) and every reader.
 
-Only the store-writer writes; everyone else opens the file with ``open_readonly``.
+Only the store-writer writes; everyone else opens the file with ``open_readonly``. The
+tables are made, and changed, by the migrations in proto/migrations.py.
 """
 
 from __future__ import annotations
@@ -11,79 +12,6 @@ from typing import Iterable, NamedTuple
 
 from proto.frames import Hit, Notice, Reply, SearchFilters
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    id          TEXT PRIMARY KEY,
-    first_seen  REAL NOT NULL,
-    last_seen   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id           TEXT PRIMARY KEY,          -- the client's message id: writes are idempotent
-    chat         TEXT NOT NULL REFERENCES chats(id),
-    sender       TEXT NOT NULL,
-    text         TEXT NOT NULL,
-    tier         TEXT NOT NULL,
-    status       TEXT NOT NULL,             -- answered, accepted (for an agent), queued, refused, failed
-    received_at  REAL NOT NULL,
-    stored_at    REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat, received_at);
-CREATE INDEX IF NOT EXISTS messages_unfinished ON messages(received_at)
-    WHERE status IN ('accepted', 'queued');
-CREATE TABLE IF NOT EXISTS replies (
-    message_id   TEXT NOT NULL REFERENCES messages(id),
-    seq          INTEGER NOT NULL,          -- several answers per message (progress, final)
-    kind         TEXT NOT NULL,             -- reply or notice
-    tier         TEXT,                      -- for replies
-    notice_kind  TEXT,                      -- for notices
-    text         TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    PRIMARY KEY (message_id, seq)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
-    message_id   TEXT NOT NULL REFERENCES messages(id),
-    chat         TEXT NOT NULL,
-    tier         TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    container    TEXT,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS usage (
-    id             INTEGER PRIMARY KEY,
-    job_id         TEXT UNIQUE,            -- one row per job: a resent write changes nothing
-    model          TEXT NOT NULL,
-    input_tokens   INTEGER NOT NULL,
-    output_tokens  INTEGER NOT NULL,
-    cost_usd       REAL NOT NULL,
-    created_at     REAL NOT NULL
-);
--- The knowledge base: the user's notes. A note is never changed or deleted: a new version of
--- a file's piece supersedes the old one (superseded_at), and searches read live notes only.
-CREATE TABLE IF NOT EXISTS notes (
-    id             TEXT PRIMARY KEY,        -- derived from source and text: saves are idempotent
-    text           TEXT NOT NULL,
-    source         TEXT NOT NULL,           -- "chat", or the file a note was imported from
-    tags           TEXT NOT NULL,           -- JSON array of strings
-    chat           TEXT NOT NULL,
-    part           INTEGER,                 -- the piece of its source file, NULL for chat notes
-    created_at     REAL NOT NULL,
-    stored_at      REAL NOT NULL,
-    superseded_at  REAL
-);
-CREATE INDEX IF NOT EXISTS notes_by_source ON notes(source, part);
-CREATE INDEX IF NOT EXISTS notes_live ON notes(superseded_at, created_at);
--- Full text over notes.text. The trigram tokenizer indexes every 3 characters, so substrings
--- match in Thai (no spaces between words) as in English; unicode61 would take a whole Thai
--- sentence as one token. Filled by trigger: notes are only ever inserted.
-CREATE VIRTUAL TABLE IF NOT EXISTS notes_fts USING fts5(
-    text, content='notes', content_rowid='rowid', tokenize='trigram'
-);
-CREATE TRIGGER IF NOT EXISTS notes_to_fts AFTER INSERT ON notes BEGIN
-    INSERT INTO notes_fts(rowid, text) VALUES (new.rowid, new.text);
-END;
-"""
 # The trigram tokenizer cannot match fewer characters than this through the index.
 TRIGRAM = 3
 

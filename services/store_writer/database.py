@@ -1,17 +1,23 @@
-"""The store-writer's side of the database: pragmas, schema creation, idempotent writes."""
+"""The store-writer's side of the database: pragmas, schema migrations, idempotent writes."""
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from proto.db import SCHEMA
+from proto.db import open_readonly
 from proto.frames import Notice, Reply, SaveAnswer, SaveExchange, SaveJob, SaveNote, SaveUsage
+from proto.migrations import LATEST, MIGRATIONS
+
+log = logging.getLogger("store-writer")
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,8 @@ class WriterFile:
 
 
 def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000) -> sqlite3.Connection:
-    """The one writing connection: WAL, NORMAL sync (durable across process crashes), schema."""
+    """The one writing connection: WAL, NORMAL sync (durable across process crashes), the
+    schema brought up to date (``migrate``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -37,12 +44,87 @@ def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int 
             raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode})")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint_pages)}")
+        # Migrations first: one that rebuilds a table needs foreign keys not enforced.
+        migrate(conn, path, busy_timeout_ms)
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
     except BaseException:
         conn.close()  # tried again and again while the disk cannot be written: no leak
         raise
     return conn
+
+
+class DatabaseTooNew(RuntimeError):
+    """The file was written by a newer warmwire: this code does not know its tables."""
+
+
+def backup_path(path: Path, version: int) -> Path:
+    return path.with_name(f"{path.name}.v{version}.bak")
+
+
+def migrate(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> list[int]:
+    """Apply the migrations the database has not had, all in one transaction, and return
+    their numbers. A file that holds anything is first copied to ``backup_path``. Raises
+    DatabaseTooNew, writing nothing, for a database newer than the code."""
+    # The write lock from the start: nothing can change between reading the version, the
+    # copy and the migrations.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > LATEST:
+            raise DatabaseTooNew(
+                f"{path} has schema version {version}, newer than this code's {LATEST}: it was "
+                f"written by a newer warmwire; not writing it (run that warmwire, or put back an "
+                f"older copy, {path.name}.v<N>.bak)")
+        pending = range(version + 1, LATEST + 1)
+        if pending and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            backup = backup_path(path, version)
+            _copy(path, backup, busy_timeout_ms)
+            log.info("copied %s (schema version %d) to %s before migrating it", path, version, backup)
+        for number in pending:
+            for statement in _statements(MIGRATIONS[number - 1].sql):
+                conn.execute(statement)
+        if pending:
+            conn.execute(f"PRAGMA user_version={LATEST}")
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback(conn)
+        raise
+    for number in pending:
+        log.info("applied migration %d of %d: %s", number, LATEST, MIGRATIONS[number - 1].what)
+    return list(pending)
+
+
+def _copy(path: Path, target: Path, busy_timeout_ms: int) -> None:
+    """SQLite's backup of the last commit (the WAL's pages too), synced, and its name synced
+    into the folder, so the copy outlives a power cut that the migration might not. It reads
+    through a connection of its own: the writer's, holding the write lock, would wait forever."""
+    try:
+        with closing(open_readonly(path, busy_timeout_ms)) as source, \
+                closing(sqlite3.connect(target)) as copy:
+            source.backup(copy)
+    except BaseException:
+        target.unlink(missing_ok=True)  # half a copy must not pass for a backup
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements one by one. (``executescript`` would commit the open
+    transaction first.) A ";" in a string, a comment or a trigger's body ends no statement:
+    ``complete_statement`` knows."""
+    pieces = script.split(";")
+    statement = ""
+    for piece in pieces[:-1]:
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
+    if (statement + pieces[-1]).strip():
+        yield statement + pieces[-1]  # a last statement without ";" (SQLite refuses an unfinished one)
 
 
 # SQLite's primary result codes that mean no write can succeed right now, whatever it is:
