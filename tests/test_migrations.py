@@ -21,7 +21,7 @@ import zmq
 
 from proto.config import load
 from proto.db import (
-    count_live_notes, open_readonly, search_notes_fts, spend_since, stored_answer, unfinished_messages,
+    count_live_notes, open_readonly, search_notes_fts, spend_since, known_message, unfinished_messages,
 )
 from proto.frames import (
     Codec, Committed, Notice, Reply, SaveExchange, SaveNote, SearchFilters, StoredMessage, StoredNote, StoreOut,
@@ -105,10 +105,10 @@ def test_a_first_release_database_is_upgraded_with_every_row_kept(first_release_
         assert rows(conn, table) == rows(before, table), table
     # Today's reads find the old rows: answers (the last of several), unfinished work,
     # spending, live notes only, and the full-text index (a Thai substring of a note).
-    assert stored_answer(conn, "m-light") == (True, Reply(id="m-light", chat="alice", tier="container-light",
-                                                          text="Three mails need an answer today."))
-    assert stored_answer(conn, "m-refused") == (True, Notice(id="m-refused", chat="ops", kind="unavailable",
-                                                             text="container-full is not available"))
+    assert known_message(conn, "m-light").answer == Reply(
+        id="m-light", chat="alice", tier="container-light", text="Three mails need an answer today.")
+    assert known_message(conn, "m-refused").answer == Notice(
+        id="m-refused", chat="ops", kind="unavailable", text="container-full is not available")
     assert [id for id, *_ in unfinished_messages(conn)] == ["m-full"]
     assert spend_since(conn, 0) == (3, 6552, pytest.approx(0.01833))
     assert count_live_notes(conn) == FIXTURE_LIVE_NOTES
@@ -149,7 +149,7 @@ def test_the_upgraded_database_takes_new_writes_and_indexes_them_with_the_old_no
         answer=Reply(id="m-new", chat="alice", tier="inline", text="Now too.")))
     save_note(conn, SaveNote(note=StoredNote(id="n-new", text="ร้านกาแฟใหม่ที่สยาม", source="chat",
                                              created_at=time.time(), chat="somchai")))
-    assert stored_answer(conn, "m-new") == (True, Reply(id="m-new", chat="alice", tier="inline", text="Now too."))
+    assert known_message(conn, "m-new").answer == Reply(id="m-new", chat="alice", tier="inline", text="Now too.")
     hits = search_notes_fts(conn, '"ร้านกาแฟ"', SearchFilters(), 10)
     assert sorted(hit.text for hit in hits) == ["ร้านกาแฟโปรดอยู่ซอยอารีย์ 5", "ร้านกาแฟใหม่ที่สยาม"]
 
