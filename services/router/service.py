@@ -10,7 +10,6 @@ database.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import Counter
 from datetime import datetime
@@ -21,7 +20,7 @@ import zmq
 
 from proto.config import Config
 from proto.db import (
-    KnownMessage, known_message, last_agent_reply, open_readonly, recent_turns, spend_since,
+    KnownMessage, known_message, last_agent_reply, recent_turns, spend_since,
     unfinished_messages,
 )
 from proto.frames import (
@@ -37,6 +36,7 @@ from .inline import InlineResponder
 from .jobs import SEQ_QUEUED, JobDispatcher
 from .knowledge import KnowledgeClient
 from .lanes import Held, Lanes
+from .reader import StoreReader
 
 log = logging.getLogger("router")
 
@@ -68,6 +68,8 @@ class Router:
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed, self._on_store_refused,
                                    self._on_store_kept)
+        self.database = StoreReader(config.database, config.store.busy_timeout_ms)
+        self._read = self.database.read
         self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist,
                                   self._job_done)
         self.lanes = Lanes(self.config.sessions_kept,
@@ -80,9 +82,6 @@ class Router:
         self.received: dict[str, tuple[str, str, str]] = {}
         # Writes waiting to be committed: store key -> (answer to send, clients, then what).
         self.waiting: dict[str, tuple[ClientOut | None, list[bytes], Callable[[], None] | None]] = {}
-        self.reader: sqlite3.Connection | None = None
-        self.unreadable = False  # the last read failed (logged once)
-        self.resume_pending = False  # unanswered jobs still to resume once it can be read
         self.on_drained: Callable[[], None] | None = None
         self.state = "serving"
         self.started = time.monotonic()
@@ -271,7 +270,8 @@ class Router:
         """Jobs a previous router accepted but never answered go to the pool again."""
         unfinished = self._read(unfinished_messages, None)
         if unfinished is None:
-            self.resume_pending = self.full_config.database.exists()  # once it can be read
+            if self.full_config.database.exists():
+                self.database.on_readable = self._resume  # once it can be read
             return
         if unfinished:
             log.warning("resuming %d unanswered jobs from before the restart", len(unfinished))
@@ -283,32 +283,6 @@ class Router:
     def _spend_today(self) -> tuple[int, int, float]:
         midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
         return self._read(lambda db: spend_since(db, midnight), (0, 0, 0.0))
-
-    def _read(self, query: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
-        """A query on the database, or ``default`` while there is none or it cannot be read
-        (a WAL database on a read-only disk cannot be opened): said once in the log, and
-        the router answers without it instead of failing."""
-        if not self.full_config.database.exists():
-            return default
-        try:
-            if self.reader is None:
-                self.reader = open_readonly(self.full_config.database, self.full_config.store.busy_timeout_ms)
-            result = query(self.reader)
-        except sqlite3.Error as exc:
-            if self.reader is not None:
-                self.reader.close()
-                self.reader = None
-            if not self.unreadable:
-                log.error("cannot read the database (%s); answering without it until it can", exc)
-            self.unreadable = True
-            return default
-        if self.unreadable:
-            self.unreadable = False
-            log.info("the database can be read again")
-        if self.resume_pending:
-            self.resume_pending = False
-            self._resume()
-        return result
 
     def _known(self, message_id: str) -> KnownMessage | None:
         return self._read(lambda db: known_message(db, message_id), None)
@@ -407,6 +381,5 @@ class Router:
         if self.waiting:
             log.error("stopping with %d writes unacknowledged; their clients were not answered "
                       "and will resend", len(self.waiting))
-        if self.reader is not None:
-            self.reader.close()
+        self.database.close()
         done()
