@@ -137,6 +137,8 @@ class Pool(_Section):
     backend: Literal["auto", "docker", "local"]
     image: str
     min_ready: int
+    burst_span: float
+    warm_window: float
     max_concurrency: int
     max_agents: int
     cpu_per_agent: float
