@@ -62,10 +62,12 @@ class OldDesign:
     def wait(self, ids: list[str], timeout: float, progress=None) -> dict[str, dict]:
         """The replies to `ids` that came within `timeout` s (a missing one was never answered)."""
         deadline = time.monotonic() + timeout
+        shown = -1
         with self.changed:
             while True:
                 done = sum(i in self.replies for i in ids)
-                if progress:
+                if progress and done != shown:
+                    shown = done
                     progress(max(done - 1, 0), len(ids))
                 left = deadline - time.monotonic()
                 if done == len(ids) or left <= 0:

@@ -167,7 +167,9 @@ class WarmPool:
 
     # -- handing out -------------------------------------------------------------------
     def acquire(self, chat: str) -> Agent:
-        """The chat's agent: its session, a ready one (a hand-over), or a new one (cold)."""
+        """The chat's agent: its session, a ready one (a hand-over), or one still starting
+        (cold): the oldest unassigned one already on its way (``agents`` keeps creation
+        order), else a new one."""
         started = time.perf_counter()
         agent = self.sessions.get(chat)
         if agent is None:
@@ -176,8 +178,12 @@ class WarmPool:
                 agent.bind(chat)
                 agent.state = "idle"
                 self._acquired((time.perf_counter() - started) * 1000, cold=False)
-            else:
-                agent = self.create(chat)
+            else:  # a cold wait: for the agent whose start is furthest along, else a new one
+                agent = next((a for a in self.agents.values() if a.state == "warming" and a.chat is None), None)
+                if agent is None:
+                    agent = self.create(chat)
+                else:
+                    agent.bind(chat)
                 self.counts["cold_starts"] += 1
                 self._wait_begins(agent, started)
             self.arrivals.append(time.monotonic())
