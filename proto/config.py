@@ -69,6 +69,7 @@ class Store(_Section):
     checkpoint_after_idle: float
     wal_autocheckpoint_pages: int
     unwritable_retry: float
+    synchronous: Literal["NORMAL", "FULL"]
 
 
 class Supervisor(_Section):
