@@ -18,14 +18,14 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from . import agents, classify, idle, inline_latency, routing, search, sqlite
+from . import agents, classify, idle, inline_latency, routing, scale, search, sqlite
 from .harness import System
 from .progress import progress
 from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
-ROWS = (idle.run, inline_latency.run, search.bench_rows, agents.run, sqlite.run, routing.run,
+ROWS = (idle.run, inline_latency.run, search.bench_rows, agents.run, scale.run, sqlite.run, routing.run,
         classify.bench_row)
 
 
@@ -87,6 +87,7 @@ def _json_row(row: Row) -> dict:
     fields = msgspec.to_builtins(row)
     fields.pop("distribution", None)
     fields.pop("baseline_distribution", None)
+    fields.pop("distribution_unit", None)
     return {key: None if isinstance(value, float) and not math.isfinite(value) else value
             for key, value in fields.items()}
 
