@@ -18,15 +18,15 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from . import classify, idle, inline_latency, overload, pool, routing, search, sqlite
+from . import agents, classify, idle, inline_latency, routing, scale, search, sqlite
 from .harness import System
 from .progress import progress
 from .report import REPORT, write_markdown, write_plot
 from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
-ROWS = (idle.run, inline_latency.run, search.bench_rows, pool.run, sqlite.run, routing.run,
-        overload.run, classify.bench_row)
+ROWS = (idle.run, inline_latency.run, search.bench_rows, agents.run, scale.run, sqlite.run, routing.run,
+        classify.bench_row)
 
 
 def machine() -> dict:
@@ -55,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmwire bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run for a smoke check")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--only", metavar="STAGE[,STAGE]", help="run only these stages (for development): "
+                        + ", ".join(m.__module__.rsplit(".", 1)[1] for m in ROWS))
     args = parser.parse_args(argv)
+    stages = [m for m in ROWS if not args.only or m.__module__.rsplit(".", 1)[1] in args.only.split(",")]
     started = time.monotonic()
     about = machine()
     rows = []
     print("starting warmwire in a temporary home", file=sys.stderr)
     with System() as system:
-        for measure in ROWS:
+        for measure in stages:
             result = measure(system, args.quick, progress)
             rows.extend(result if isinstance(result, list) else [result])
             print(file=sys.stderr)
@@ -84,6 +87,7 @@ def _json_row(row: Row) -> dict:
     fields = msgspec.to_builtins(row)
     fields.pop("distribution", None)
     fields.pop("baseline_distribution", None)
+    fields.pop("distribution_unit", None)
     return {key: None if isinstance(value, float) and not math.isfinite(value) else value
             for key, value in fields.items()}
 

@@ -12,7 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import zmq
+
 from proto.config import Config, load
+from proto.frames import Codec, Control, Probe
+from proto.sockets import request
 from supervisor.commands.status import fetch
 
 START_DEADLINE = 60.0
@@ -34,6 +38,17 @@ def _fully_started(status) -> bool:
         return False
     search = next((s for s in status.services if s.name == "search-cache"), None)
     return search is None or search.stats.get("chroma") == "up"
+
+
+def live_stats(config: Config, service: str) -> dict:
+    """A service's stats as of now, asked on its own control socket (the supervisor's view,
+    `status`, is up to one probe interval old)."""
+    codec = Codec(Control)
+    answer = request(zmq.Context.instance(), config.control_endpoint(service), codec.encode(Probe(seq=0)),
+                     config.client.timeout)
+    if answer is None:
+        raise RuntimeError(f"{service} did not answer a probe")
+    return codec.decode(answer).stats
 
 
 class System:

@@ -39,6 +39,7 @@ def write_markdown(rows: list[Row], machine: dict, seconds: float, quick: bool, 
         lines.append(f"| {row.name} | {row.unit} | {_cell(row.p50)} | {_cell(row.p99)} | "
                      f"{_cell(row.baseline_p50)} | {_cell(row.baseline_p99)} | {_cell(row.ratio)}× | "
                      f"{row.target} | {'yes' if row.met else '**no**'} |")
+    lines += growth_tables(rows)
     lines += ["", "## Notes per row", ""]
     lines += [f"- **{row.name}**: {row.note}" for row in rows if row.note]
     missed = [row for row in rows if not row.met]
@@ -49,6 +50,34 @@ def write_markdown(rows: list[Row], machine: dict, seconds: float, quick: bool, 
         lines += ["", f"Latency distributions: `{plot}`."]
     REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return REPORT
+
+
+GROWTH = (("inline_clients_", "Inline messages by concurrent clients", "clients"),
+          ("search_uncached_", "Uncached search by notes", "notes"),
+          ("pool_acquire_burst_", "Acquisition by burst of new chats", "burst"))
+
+
+def growth_tables(rows: list[Row]) -> list[str]:
+    """How cost grows: one small table per family of rows measured at several sizes."""
+    lines = ["", "## How cost grows", ""]
+    for prefix, title, size in GROWTH:
+        family = [row for row in rows if row.name.startswith(prefix)]
+        if not family:
+            continue
+        lines += [f"**{title}**", "", f"| {size} | value | unit | latency p50 | latency p99 | met |", "|---:|---:|---|---:|---:|---|"]
+        for row in family:
+            p50 = row.details.get("latency_p50_ms", row.p50 if row.unit == "ms" else None)
+            p99 = row.details.get("latency_p99_ms", row.p99 if row.unit == "ms" else None)
+            lines.append(f"| {row.name[len(prefix):]} | {_cell(row.p50)} | {row.unit} | {_cell(p50)} | {_cell(p99)} | "
+                         f"{'yes' if row.met else '**no**'} |")
+        lines.append("")
+    memory = next((row for row in rows if row.name == "memory_per_agent"), None)
+    if memory:
+        lines.append(f"Memory per agent: p50 {_cell(memory.p50)} / p99 {_cell(memory.p99)} MiB over "
+                     f"{memory.samples} agents. CPU per 1,000 inline messages: " + ", ".join(
+                         f"{row.name[len('inline_clients_'):]} clients {row.details.get('cpu_s_per_1000', 0):.2f} s"
+                         for row in rows if row.name.startswith("inline_clients_")) + ".")
+    return lines
 
 
 def write_plot(rows: list[Row], path: Path) -> Path | None:
@@ -69,7 +98,7 @@ def write_plot(rows: list[Row], path: Path) -> Path | None:
                 axis.step(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], where="post",
                           label=f"{label} (n={len(ordered)})")
         axis.set_xscale("log")
-        axis.set_xlabel(row.unit)
+        axis.set_xlabel(row.distribution_unit or row.unit)
         axis.set_ylabel("share done")
         axis.set_title(row.name if row.distribution else f"{row.name} (baseline only: warmwire's side is "
                        "measured in the service)", fontsize="small" if not row.distribution else None)

@@ -71,7 +71,9 @@ def run(system, quick: bool, progress: Callable[[str, int, int], None]) -> Row:
         baseline_p99=None, ratio=baseline / per_query if per_query else float("inf"),
         target=f">= {SKIP_TARGET:.0%} skip the container at >= {ACCURACY_TARGET:.0%} accuracy",
         met=skipped >= SKIP_TARGET and accuracy >= ACCURACY_TARGET, samples=count, baseline_samples=count,
-        note=(f"skipped the container: {skipped:.1%}; tier accuracy {accuracy:.1%}; routed "
+        note=(f"NOT YET A REPLAY through the live router (issue 17 item 4 is left): the classifier on an "
+              f"assumed mix of held-out messages, containers priced at assumed token counts, the baseline "
+              f"priced the same way; skipped the container: {skipped:.1%}; tier accuracy {accuracy:.1%}; routed "
               + ", ".join(f"{tier} {routed[tier]}" for tier in MIX)
               + f"; models {config.agents.light_model} / {config.agents.full_model}"),
         details={"skipped_share": skipped, "accuracy": accuracy, **{f"routed_{t}": routed[t] for t in MIX}})

@@ -69,6 +69,7 @@ class Store(_Section):
     checkpoint_after_idle: float
     wal_autocheckpoint_pages: int
     unwritable_retry: float
+    synchronous: Literal["NORMAL", "FULL"]
 
 
 class Supervisor(_Section):
@@ -137,6 +138,8 @@ class Pool(_Section):
     backend: Literal["auto", "docker", "local"]
     image: str
     min_ready: int
+    burst_span: float
+    warm_window: float
     max_concurrency: int
     max_agents: int
     cpu_per_agent: float

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 import zmq
 
+from proto.config import load
 from proto.db import KnownMessage, known_message, open_readonly
 from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, StoredMessage, StoreOut
 from proto.loop import EventLoop
@@ -60,11 +61,15 @@ def rig(tmp_path):
     ctx.term()
 
 
-def test_the_database_is_in_wal_with_a_busy_timeout_and_normal_sync(rig):
+def test_the_database_is_in_wal_with_a_busy_timeout_and_full_sync(rig):
     path, writer, _ = rig
     assert writer.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert writer.conn.execute("PRAGMA busy_timeout").fetchone() == (30000,)
-    assert writer.conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    assert writer.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: acknowledged = on disk
+    assert load({}).store.synchronous == "FULL"
+    normal = open_writer(path.with_name("normal.db"), 30000, synchronous="NORMAL")
+    assert normal.execute("PRAGMA synchronous").fetchone() == (1,)
+    normal.close()
 
 
 def test_frames_waiting_together_are_committed_in_one_batch_and_acknowledged(rig):

@@ -3,8 +3,16 @@
 Acquiring is a hand-over: pop a ready agent, bind it to the chat, and start a replacement in
 the background. A chat's follow-ups go to its own agent while the session lasts; an agent
 never changes chat. Agents are retired after ``max_uses`` jobs, after a quiet
-``session_idle``, on any error, or when there are more ready ones than ``min_ready`` for
+``session_idle``, on any error, or when there are more ready ones than the target for
 ``reap_idle``.
+
+Warm-ahead: the pool keeps ``target()`` agents ready, not only ``min_ready`` (the floor).
+The target is the most new chats that arrived within ``burst_span`` of each other over the
+last ``warm_window`` seconds: a pool that has seen 20 chats start together keeps 20 ready
+for a while, one that sees a chat a minute keeps the floor. It is capped by ``max_agents``
+(less the agents working for a chat) and by the memory available for
+``memory_per_agent_mb`` each. Acquisition is timed from the call (the job's arrival) to the
+agent holding the job: a hand-over at once, a cold wait when its agent becomes ready.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
+
+import psutil
 
 from proto.config import Pool as PoolConfig
 from proto.loop import EventLoop, Timer
@@ -29,6 +39,9 @@ log = logging.getLogger(__name__)
 
 SAMPLES_KEPT = 1000           # acquire and cold-start times kept for status percentiles
 START_RETRY_DELAY = 2.0       # after an agent failed to start, before starting another
+ARRIVALS_KEPT = 10_000        # new-chat arrival times kept for the warm-ahead target
+ACQUIRE_RECENT = 64           # the latest acquisitions in status: [ms, waited for a cold start]
+MB = 1 << 20
 
 
 class WarmPool:
@@ -48,9 +61,14 @@ class WarmPool:
         self.ready: deque[Agent] = deque()
         self.sessions: dict[str, Agent] = {}
         self.acquire_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.acquire_recent: deque[list] = deque(maxlen=ACQUIRE_RECENT)
         self.cold_start_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.arrivals: deque[float] = deque(maxlen=ARRIVALS_KEPT)
+        self.cold_waiting: dict[str, float] = {}  # agent id -> when its chat began to wait
+        self.waiting_since: float | None = None    # some job has waited for a cold start since
+        self.waiting_s = 0.0                       # total time jobs were waiting for agents
         self.counts = {"acquisitions": 0, "cold_starts": 0, "created": 0, "retired": 0,
-                       "start_failures": 0, "lost": 0}
+                       "start_failures": 0, "lost": 0, "ready_while_waiting": 0}
         self.reap_timer: Timer | None = None
         self.removing = 0
         self.stopping = False
@@ -67,11 +85,26 @@ class WarmPool:
     def _unassigned_warming(self) -> int:
         return sum(1 for a in self.agents.values() if a.state == "warming" and a.chat is None)
 
+    def target(self) -> int:
+        """How many agents to keep ready now (see the module's docstring)."""
+        now = time.monotonic()
+        while self.arrivals and now - self.arrivals[0] > self.config.warm_window:
+            self.arrivals.popleft()
+        peak, first = 0, 0
+        for last, at in enumerate(self.arrivals):  # the most arrivals within burst_span
+            while at - self.arrivals[first] > self.config.burst_span:
+                first += 1
+            peak = max(peak, last - first + 1)
+        working = sum(1 for a in self.agents.values() if a.job is not None or a.backlog)
+        by_memory = psutil.virtual_memory().available // (self.config.memory_per_agent_mb * MB)
+        cap = min(self.config.max_agents - working, by_memory)
+        return max(self.config.min_ready, min(peak, cap))
+
     def fill(self) -> None:
-        """Start agents until min_ready are ready or on their way."""
+        """Start agents until target() are ready or on their way."""
         if self.stopping:
             return
-        for _ in range(self.config.min_ready - len(self.ready) - self._unassigned_warming()):
+        for _ in range(self.target() - len(self.ready) - self._unassigned_warming()):
             self.create()
 
     def create(self, chat: str | None = None) -> Agent:
@@ -118,6 +151,8 @@ class WarmPool:
             agent.ready_timer.cancel()
         agent.ready_at = time.monotonic()
         self.cold_start_ms.append((agent.ready_at - agent.created) * 1000)
+        if self.cold_waiting:
+            self.counts["ready_while_waiting"] += 1
         if agent.chat is None:
             agent.state = "ready"
             self.ready.append(agent)
@@ -125,11 +160,16 @@ class WarmPool:
                 self._arm_reaper()
         else:
             agent.state = "idle"
+            waited = self.cold_waiting.pop(agent.id, None)
+            if waited is not None:
+                self._acquired((time.perf_counter() - waited) * 1000, cold=True)
             self.on_ready(agent)
 
     # -- handing out -------------------------------------------------------------------
     def acquire(self, chat: str) -> Agent:
-        """The chat's agent: its session, a ready one (a hand-over), or a new one (cold)."""
+        """The chat's agent: its session, a ready one (a hand-over), or one still starting
+        (cold): the oldest unassigned one already on its way (``agents`` keeps creation
+        order), else a new one."""
         started = time.perf_counter()
         agent = self.sessions.get(chat)
         if agent is None:
@@ -137,15 +177,33 @@ class WarmPool:
                 agent = self.ready.popleft()
                 agent.bind(chat)
                 agent.state = "idle"
-                self.counts["acquisitions"] += 1
-                self.acquire_ms.append((time.perf_counter() - started) * 1000)
-            else:
-                agent = self.create(chat)
+                self._acquired((time.perf_counter() - started) * 1000, cold=False)
+            else:  # a cold wait: for the agent whose start is furthest along, else a new one
+                agent = next((a for a in self.agents.values() if a.state == "warming" and a.chat is None), None)
+                if agent is None:
+                    agent = self.create(chat)
+                else:
+                    agent.bind(chat)
                 self.counts["cold_starts"] += 1
+                self._wait_begins(agent, started)
+            self.arrivals.append(time.monotonic())
             self.sessions[chat] = agent
             self._make_room(keep=agent)  # after the hand-over: housekeeping, not acquiring
             self.fill()
         return agent
+
+    def _acquired(self, ms: float, cold: bool) -> None:
+        self.counts["acquisitions"] += 1
+        self.acquire_ms.append(ms)
+        self.acquire_recent.append([round(ms, 3), int(cold)])
+        if cold and not self.cold_waiting and self.waiting_since is not None:
+            self.waiting_s += time.perf_counter() - self.waiting_since
+            self.waiting_since = None
+
+    def _wait_begins(self, agent: Agent, started: float) -> None:
+        if not self.cold_waiting:
+            self.waiting_since = started
+        self.cold_waiting[agent.id] = started
 
     def _make_room(self, keep: Agent) -> None:
         """Keep at most max_agents: a new chat's agent (``keep``) displaces the least recently
@@ -176,6 +234,9 @@ class WarmPool:
             self.ready.remove(agent)
         agent.state = "retired"
         self.counts["retired"] += 1
+        if self.cold_waiting.pop(agent.id, None) is not None and not self.cold_waiting:
+            self.waiting_s += time.perf_counter() - self.waiting_since
+            self.waiting_since = None
         if agent.chat is not None and self.sessions.get(agent.chat) is agent:
             del self.sessions[agent.chat]
         self.reader.unwatch(agent)
@@ -225,7 +286,8 @@ class WarmPool:
         for agent in list(self.sessions.values()):
             if agent.state == "idle" and not agent.backlog and now - agent.last_used > self.config.session_idle:
                 self.retire(agent, "session ended", refill=False)
-        while len(self.ready) > self.config.min_ready and now - self.ready[0].ready_at > self.config.reap_idle:
+        target = self.target()
+        while len(self.ready) > target and now - self.ready[0].ready_at > self.config.reap_idle:
             self.retire(self.ready[0], "surplus ready agent", refill=False)
         if self.sessions or len(self.ready) > self.config.min_ready:
             self._arm_reaper()
@@ -245,7 +307,11 @@ class WarmPool:
         for agent in self.agents.values():
             states[agent.state] = states.get(agent.state, 0) + 1
         acquire_avg = sum(self.acquire_ms) / len(self.acquire_ms) if self.acquire_ms else None
-        return {**states, "sessions": len(self.sessions), **self.counts,
+        waiting_s = self.waiting_s + (time.perf_counter() - self.waiting_since if self.waiting_since else 0.0)
+        return {**states, "sessions": len(self.sessions), **self.counts, "target_ready": self.target(),
+                "waiting_s": round(waiting_s, 3),
+                "refill_per_s": self.counts["ready_while_waiting"] / waiting_s if waiting_s else None,
+                "acquire_recent": list(self.acquire_recent),
                 "agents": {agent.id: agent.state for agent in self.agents.values()},
                 "acquire_avg_ms": acquire_avg, "acquire_p50_ms": percentile(self.acquire_ms, 0.5),
                 "acquire_p99_ms": percentile(self.acquire_ms, 0.99),

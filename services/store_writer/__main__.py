@@ -10,7 +10,8 @@ from .service import StoreWriter
 
 
 def build(config: Config, ctx, loop: EventLoop) -> StoreWriter:
-    file = WriterFile(config.database, config.store.busy_timeout_ms, config.store.wal_autocheckpoint_pages)
+    file = WriterFile(config.database, config.store.busy_timeout_ms, config.store.wal_autocheckpoint_pages,
+                      config.store.synchronous)
     socket = bind_router(ctx, config.endpoint("store"))
     # The database is opened by the writer: one it cannot write (a full disk, a read-only
     # folder) leaves it serving and saying so, instead of exiting into a restart loop.

@@ -27,14 +27,22 @@ class WriterFile:
     path: Path
     busy_timeout_ms: int
     wal_autocheckpoint_pages: int = 1000
+    synchronous: str = "FULL"
 
     def open(self) -> sqlite3.Connection:
-        return open_writer(self.path, self.busy_timeout_ms, self.wal_autocheckpoint_pages)
+        return open_writer(self.path, self.busy_timeout_ms, self.wal_autocheckpoint_pages, self.synchronous)
 
 
-def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000) -> sqlite3.Connection:
-    """The one writing connection: WAL, NORMAL sync (durable across process crashes), the
-    schema brought up to date (``migrate``)."""
+SYNCHRONOUS = ("NORMAL", "FULL")
+
+
+def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int = 1000,
+                synchronous: str = "FULL") -> sqlite3.Connection:
+    """The one writing connection: WAL, ``synchronous`` FULL (a commit is on disk before it
+    is acknowledged: one fsync per group commit) or NORMAL (durable across process crashes,
+    not power loss), the schema brought up to date (``migrate``)."""
+    if synchronous not in SYNCHRONOUS:
+        raise ValueError(f"store.synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -42,7 +50,7 @@ def open_writer(path: Path, busy_timeout_ms: int, wal_autocheckpoint_pages: int 
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint_pages)}")
         # Migrations first: one that rebuilds a table needs foreign keys not enforced.
         migrate(conn, path, busy_timeout_ms)

@@ -1,0 +1,155 @@
+"""How cost grows with the work: inline messages at 1, 10 and 100 concurrent clients (rate,
+p99, CPU per 1,000 messages), and memory per ready agent.
+
+Clients: CLIENT_PROCESSES processes share the clients, each client a DEALER of its own that
+sends a greeting, waits for the reply and sends the next (closed loop) for DURATION s.
+Every reply left the router after its commit. CPU is every warmwire process's utime+stime
+(/proc) over the same window. Baseline for the rate: the rebuilt old design's throughput
+under its burst of 20 new chats (the most concurrent traffic it is given in this run).
+
+Memory: for every ready agent, its container's memory (cgroup, as `docker stats` shows it)
+plus the RSS of the containerd shim that holds it on the host. The old design kept no
+agent ready: no baseline.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import zmq
+
+from proto.frames import Chat, ClientOut, Codec
+from proto.metrics import percentile
+from proto.sockets import connect_dealer
+from services.pool_manager.backends.common import home_label
+
+from .idle import _children, _sample
+from .old_design import run as old_design
+from .stats import Row
+
+CLIENTS = (1, 10, 100)
+CLIENT_PROCESSES = 2
+DURATION = {True: 2.0, False: 5.0}
+TARGET_RATE = 10_000          # messages/s at 100 clients
+TARGET_P99_MS = 20.0          # at 100 clients
+TARGET_AGENT_MB = 16.0
+MESSAGES = ("hi", "thanks", "ok", "สวัสดีครับ", "ขอบคุณค่ะ")
+SAMPLE_EVERY = 5              # latency samples kept: every 5th reply per process
+POLL_MS = 1000
+MB = 1 << 20
+PAGE = 4096
+
+
+def _clients(frontend: str, count: int, until: float, out) -> None:
+    codec = Codec(ClientOut)
+    ctx = zmq.Context()
+    poller = zmq.Poller()
+    sent: dict[zmq.Socket, float] = {}
+    sockets = [connect_dealer(ctx, frontend) for _ in range(count)]
+    chat = uuid.uuid4().hex
+
+    def send(sock: zmq.Socket, number: int) -> None:
+        sent[sock] = time.perf_counter()
+        sock.send(codec.encode(Chat(id=uuid.uuid4().hex, chat=f"{chat}-{number % count}", sender="bench",
+                                    text=MESSAGES[number % len(MESSAGES)])))
+
+    for number, sock in enumerate(sockets):
+        poller.register(sock, zmq.POLLIN)
+        send(sock, number)
+    done, latencies = 0, []
+    while time.time() < until:
+        for sock, _ in poller.poll(POLL_MS):
+            sock.recv()
+            now = time.perf_counter()
+            done += 1
+            if done % SAMPLE_EVERY == 0:
+                latencies.append((now - sent[sock]) * 1000)
+            send(sock, done)
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+    out.put((done, latencies))
+
+
+def drive(frontend: str, clients: int, duration: float) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    processes = min(CLIENT_PROCESSES, clients)
+    until = time.time() + duration + 1.0  # + the time it takes the processes to start
+    procs = [ctx.Process(target=_clients, args=(frontend, clients // processes + (n < clients % processes),
+                                                until, out)) for n in range(processes)]
+    for proc in procs:
+        proc.start()
+    results = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    latencies = [ms for _, samples in results for ms in samples]
+    return {"done": sum(done for done, _ in results), "latencies": latencies}
+
+
+def _agent_memory(system) -> list[float]:
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=warmwire.home={home_label(system.config)}"],
+                         capture_output=True, text=True).stdout.split()
+    if not ids:
+        return []
+    usage = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.ID}} {{.MemUsage}}", *ids],
+                           capture_output=True, text=True).stdout.splitlines()
+    pids = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", *ids], capture_output=True, text=True)
+    shims = []
+    for pid in pids.stdout.split():
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            shims.append(int(Path(f"/proc/{parent}/statm").read_text().split()[1]) * PAGE / MB)
+        except (OSError, ValueError, IndexError):
+            shims.append(0.0)
+    return [_mib(line.split()[1]) + shim for line, shim in zip(usage, shims)]
+
+
+def _mib(text: str) -> float:
+    for unit, factor in (("GiB", 1024.0), ("MiB", 1.0), ("KiB", 1 / 1024), ("B", 1 / MB)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float("nan")
+
+
+def run(system, quick: bool, progress) -> list[Row]:
+    frontend = system.config.router.frontend
+    processes = _children(system.proc.pid)
+    old = old_design.session(quick, progress)
+    old_rate = len(old["burst_20"]) / old["burst_20_seconds"]
+    rows = []
+    for number, clients in enumerate(CLIENTS):
+        progress(f"scale: inline, {clients} clients", number, len(CLIENTS) + 1)
+        cpu_before = _sample(processes)[0]
+        figures = drive(frontend, clients, DURATION[quick])
+        seconds = DURATION[quick] + 1.0
+        cpu = _sample(processes)[0] - cpu_before
+        rate = figures["done"] / seconds
+        p50, p99 = percentile(figures["latencies"], 0.5), percentile(figures["latencies"], 0.99)
+        at_target = clients == CLIENTS[-1]
+        rows.append(Row(
+            name=f"inline_clients_{clients}", unit="msg/s", p50=rate, p99=None, baseline_p50=old_rate,
+            baseline_p99=None, ratio=rate / old_rate if old_rate else float("nan"),
+            target=f">= {TARGET_RATE} msg/s, p99 < {TARGET_P99_MS:g} ms" if at_target else "(a point on the curve)",
+            met=(rate >= TARGET_RATE and p99 is not None and p99 < TARGET_P99_MS) if at_target else True,
+            samples=figures["done"], baseline_samples=len(old["burst_20"]), distribution=figures["latencies"],
+            distribution_unit="ms",
+            note=(f"{clients} clients in a closed loop for {seconds:g} s: latency p50 {p50 or 0:.2f} / p99 "
+                  f"{p99 or 0:.2f} ms; CPU {1000 * cpu / max(figures['done'], 1):.2f} s per 1,000 messages "
+                  f"(all warmwire processes); baseline: the old design's messages/s under its burst of 20"),
+            details={"latency_p50_ms": p50, "latency_p99_ms": p99, "cpu_s_per_1000": 1000 * cpu / max(figures["done"], 1),
+                     "cpu_percent": 100 * cpu / seconds}))
+    progress("scale: memory per ready agent", len(CLIENTS), len(CLIENTS) + 1)
+    memory = _agent_memory(system)
+    p50, p99 = percentile(memory, 0.5), percentile(memory, 0.99)
+    rows.append(Row(
+        name="memory_per_agent", unit="MiB", p50=p50, p99=p99, baseline_p50=None, baseline_p99=None,
+        ratio=float("nan"), target=f"<= {TARGET_AGENT_MB:g} MiB", met=p99 is not None and p99 <= TARGET_AGENT_MB,
+        samples=len(memory), baseline_samples=0, distribution=memory,
+        note=(f"{len(memory)} agents alive (ready or kept for their chat): container memory (cgroup) + its "
+              "containerd shim's RSS; no baseline: the old design kept no agent ready")))
+    return rows
