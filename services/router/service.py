@@ -24,7 +24,7 @@ from proto.db import (
     KnownMessage, known_message, open_readonly, recent_turns, spend_since, unfinished_messages,
 )
 from proto.frames import (
-    ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
+    Chat, ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveExchange,
     SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request, shorten,
 )
 from proto.loop import EventLoop
@@ -34,6 +34,8 @@ from .classifier import TIERS, Classifier
 from .inline import InlineResponder
 from .jobs import JobDispatcher
 from .knowledge import KnowledgeClient
+from .latency import LatencyMeter
+from .requests import ClientRequests
 
 log = logging.getLogger("router")
 
@@ -66,6 +68,10 @@ class Router:
                                    self._on_store_kept)
         self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist)
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
+        self.requests = ClientRequests(config, self.knowledge, self._read, self._send)
+        self.latency = LatencyMeter(self.config, TIERS)
+        self.spend: dict[str, Any] = {}
+        self.spend_read_at = float("-inf")
         # Messages waiting for the search-cache: message id -> clients to answer.
         self.asking: dict[str, list[bytes]] = {}
         # Messages received but not yet committed, as sent: id -> (chat, sender, text). With the
@@ -101,8 +107,22 @@ class Router:
             "store_resends": self.storage.resends,
             "jobs": self.jobs.stats(),
             "knowledge": self.knowledge.counts,
+            "spend_today": self._spend_stats(),
+            **self.latency.stats(),
+            **self.requests.counts,
             **self.counts,
         }
+
+    def _spend_stats(self) -> dict[str, Any]:
+        """Today's agent jobs, tokens and cost against the daily budget (read again at most
+        every ``router.spend_refresh`` s: this runs at every probe)."""
+        now = time.monotonic()
+        if now - self.spend_read_at >= self.config.spend_refresh:
+            jobs, tokens, cost = self._spend_today()
+            self.spend = {"jobs": jobs, "tokens": tokens, "cost_usd": round(cost, 6),
+                          "budget_usd": self.full_config.agents.daily_budget_usd}
+            self.spend_read_at = now
+        return self.spend
 
     # -- frontend ----------------------------------------------------------------------
     def on_frontend_readable(self) -> None:
@@ -126,6 +146,9 @@ class Router:
                 frame_id, reason = describe_decode_error(data)
                 self._error(identity, frame_id, reason)
                 continue
+            if type(chat) is not Chat:
+                self.requests.handle(identity, chat)  # history, learn, search
+                continue
             if not chat.id or not chat.chat:
                 self._error(identity, chat.id, "'id' and 'chat' must not be empty")
                 continue
@@ -140,6 +163,7 @@ class Router:
                 id=chat.id, chat=chat.chat, kind="busy", retry_after=self.config.busy_retry_after,
                 text=f"busy, try again in {self.config.busy_retry_after:g} s"))
             return
+        self.latency.arrived(chat.id)
         verdict = self.classifier.classify(chat.text)
         self.tiers[verdict.tier] += 1
         needs_agent = verdict.tier in AGENT_TIERS
@@ -274,6 +298,7 @@ class Router:
         self._send(identity, Notice(id=frame_id, kind="error", text=reason))
 
     def _send(self, identity: bytes, frame: ClientOut) -> None:
+        self.latency.sent(frame)
         try:
             self.frontend.send_multipart([identity, self.client_codec.encode(frame)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
