@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 SERVICES = ("store-writer", "chroma", "search-cache", "pool-manager", "router", "web")
 HTML = "<img src=x onerror=alert(1)>"
+DASHBOARD_HEIGHT = 1180  # px: the whole dashboard in one picture
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_the_dashboard_shows_every_service_healthy_and_live_figures(page):
     assert "of 100" in page.text_of("#jobs")  # jobs.max_queued
     shots = screenshots_wanted()
     if shots:
-        page.screenshot(shots / "web-dashboard.png")
+        page.screenshot(shots / "web-dashboard.png", height=DASHBOARD_HEIGHT)
 
 
 def test_a_killed_search_cache_shows_restarting_then_healthy_without_a_reload(page, system):

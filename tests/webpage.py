@@ -94,9 +94,17 @@ class Page:
     def console_errors(self) -> list[str]:
         return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
 
-    def screenshot(self, path: Path) -> None:
+    def screenshot(self, path: Path, height: int | None = None) -> None:
+        """The window as a PNG; ``height``: taller for this picture only."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(path))
+        self.driver.execute_script("const m = document.getElementById('messages'); m.scrollTop = m.scrollHeight;")
+        size = self.driver.get_window_size()
+        if height:
+            self.driver.set_window_size(size["width"], height)
+        try:
+            self.driver.save_screenshot(str(path))
+        finally:
+            self.driver.set_window_size(size["width"], size["height"])
 
     def close(self) -> None:
         try:
