@@ -13,6 +13,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 
 from proto.metrics import percentile
 from proto.sockets import local_connect_endpoint
@@ -21,6 +22,8 @@ from supervisor.commands.status import fetch
 from .harness import System
 from .inline_latency import QUICK_SAMPLES, measure_warmwire
 
+LIVE_DEADLINE = 30.0
+POLL = 0.2
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage")
@@ -39,6 +42,23 @@ def open_pages(url: str):
     driver.execute_script("window.open(arguments[0])", url)  # a second page, on the chat
     driver.find_element("css selector", '.tab[data-view="dashboard"]').click()
     return driver, profile
+
+
+def _web_stats(system: System) -> dict:
+    status = fetch(system.config)
+    return next((s.stats for s in status.services if s.name == "web"), {}) if status else {}
+
+
+def wait_until_live(system: System) -> None:
+    """Both pages connected and the dashboard receiving pushes: measuring starts only then,
+    not while Chromium is still starting."""
+    deadline = time.monotonic() + LIVE_DEADLINE
+    while time.monotonic() < deadline:
+        stats = _web_stats(system)
+        if stats.get("pages", 0) >= 2 and stats.get("dashboards", 0) >= 1 and stats.get("status_polls", 0) >= 2:
+            return
+        time.sleep(POLL)
+    raise RuntimeError(f"the pages were not live within {LIVE_DEADLINE:g} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             driver = profile = None
             if with_pages:
                 driver, profile = open_pages(url)
+                wait_until_live(system)
             try:
                 samples = measure_warmwire(frontend, args.samples, lambda done, total: None)
             finally:
                 if driver is not None:
-                    web = next(s for s in fetch(system.config).services if s.name == "web").stats
+                    web = _web_stats(system)
                     driver.quit()
                     shutil.rmtree(profile, ignore_errors=True)
             results[with_pages].extend(samples)

@@ -137,3 +137,25 @@ def test_metrics_count_messages_latency_pool_queue_restarts_and_spend(warmwire):
         assert line in text, line
     router = warmwire.service("router")["stats"]
     assert router["latency"]["count"] == 3 and router["latency"]["p99_ms"] > 0
+
+
+def test_the_latency_window_gives_p50_p99_within_its_precision_and_forgets_old_slots(monkeypatch):
+    from proto.config import load
+    from services.router import latency
+    config = load({}).router
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(latency.time, "monotonic", lambda: clock["now"])
+    meter = latency.LatencyMeter(config, ("inline", "container-full"))
+    for seconds in [0.001] * 98 + [0.050, 0.200]:
+        meter._record("inline", seconds)
+    stats = meter.stats()
+    assert stats["latency"]["count"] == 100
+    assert abs(stats["latency"]["p50_ms"] - 1.0) <= 1.0 * config.latency_precision
+    assert abs(stats["latency"]["p99_ms"] - 50.0) <= 50.0 * config.latency_precision
+    assert sum(stats["latency_histogram"]["buckets"]["inline"]) == 100
+    clock["now"] += config.latency_window + config.latency_slot
+    meter._record("container-full", 2.0)
+    stats = meter.stats()
+    assert stats["latency"]["count"] == 1 and len(stats["latency_series"]) == 1
+    assert abs(stats["latency"]["p99_ms"] - 2000.0) <= 2000.0 * config.latency_precision
+    assert sum(stats["latency_histogram"]["buckets"]["inline"]) == 100  # since start

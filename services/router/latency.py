@@ -47,6 +47,7 @@ class LatencyMeter:
         # (slot number, fine bucket -> count) for the slots of the last window, oldest first.
         self.slots: deque[tuple[int, Counter[int]]] = deque()
         self.summaries: dict[int, list[float]] = {}  # closed slot -> [p50 ms, p99 ms, count]
+        self.window_counts: Counter[int] = Counter()  # the slots above, summed as they come
         self.buckets = {tier: [0] * (len(self.bounds) + 1) for tier in tiers}
         self.sums = dict.fromkeys(tiers, 0.0)
 
@@ -68,7 +69,9 @@ class LatencyMeter:
         number = int(time.monotonic() // self.slot)
         if not self.slots or self.slots[-1][0] != number:
             self.slots.append((number, Counter()))
-        self.slots[-1][1][int(math.log(max(seconds, FLOOR_S) / FLOOR_S) / self.log_base)] += 1
+        key = int(math.log(max(seconds, FLOOR_S) / FLOOR_S) / self.log_base)
+        self.slots[-1][1][key] += 1
+        self.window_counts[key] += 1
 
     def _ms(self, key: int) -> float:
         """A fine bucket's geometric middle, in ms."""
@@ -84,12 +87,18 @@ class LatencyMeter:
         now = int(time.monotonic() // self.slot)
         oldest = now - int(self.window / self.slot)
         while self.slots and self.slots[0][0] <= oldest:
-            self.summaries.pop(self.slots.popleft()[0], None)
-        merged: Counter[int] = Counter()
+            number, counts = self.slots.popleft()
+            self.summaries.pop(number, None)
+            for key, count in counts.items():
+                left = self.window_counts[key] - count
+                if left:
+                    self.window_counts[key] = left
+                else:
+                    del self.window_counts[key]
+        merged = self.window_counts
         series = []
         wall = time.time()
         for number, counts in self.slots:
-            merged.update(counts)
             summary = self.summaries.get(number)
             if summary is None:
                 summary = self._summary(counts)
