@@ -98,6 +98,7 @@ def test_html_in_a_message_is_shown_as_text_and_runs_nothing(page):
     assert not page.css("#messages img")
     with pytest.raises(NoAlertPresentException):
         page.driver.switch_to.alert.text
+    assert page.console_errors() == []  # nothing was fetched for it, nothing ran and failed
     shots = screenshots_wanted()
     if shots:
         page.screenshot(shots / "web-chat.png")

@@ -80,7 +80,9 @@ class ClientRequests:
             else:
                 self.send(identity, Learned(id=note.id, note=learned.id, indexed=learned.indexed))
 
-        self.knowledge.ask(request, answer)
+        # A note is answered once stored and embedded: a client importing a file sends many at
+        # once, so it gets as long as `warmwire learn` waits.
+        self.knowledge.ask(request, answer, self.config.learn.answer_timeout)
 
     def search(self, identity: bytes, search: SearchNotes) -> None:
         self.counts["search_requests"] += 1
