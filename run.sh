@@ -6,6 +6,7 @@
 #   ./run.sh chat [--chat ID] TEXT   send one message, print what comes back
 #   ./run.sh learn PATH      import a Markdown/text file or folder into the knowledge base
 #   ./run.sh keys [--client NAME]  CurveZMQ keys for a frontend other hosts reach (SECURITY.md)
+#   ./run.sh web-token       make a token for the web page (it then asks for it)
 #   ./run.sh classify        JSON lines {"text"} on stdin -> {"tier","reason"} on stdout
 #   ./run.sh bench [--quick] [--json FILE]   the benchmark
 #   ./run.sh image [--base IMAGE]  build the agent image (quick when nothing changed)
@@ -134,7 +135,7 @@ case "$command" in
     exec "$PY" -m supervisor run "$@" ;;
   image)      exec "$PY" -m images.build "$@" ;;
   test)       exec "$PY" -m pytest -ra "$@" ;;
-  status|chat|learn|keys) exec "$PY" -m supervisor "$command" "$@" ;;
+  status|chat|learn|keys|web-token) exec "$PY" -m supervisor "$command" "$@" ;;
   classify)   exec "$PY" -m services.router.classifier "$@" ;;
   bench)      exec "$PY" -m bench "$@" ;;
   *) echo "run.sh: unknown command '$command'" >&2; usage >&2; exit 2 ;;

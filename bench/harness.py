@@ -60,7 +60,8 @@ class System:
         self.home = home or Path(tempfile.mkdtemp(prefix="ww-bench-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
         self.env.update(WARMWIRE_HOME=str(self.home),
-                        WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{_free_port()}", **settings)
+                        WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{_free_port()}",
+                        WARMWIRE_WEB_LISTEN=f"127.0.0.1:{_free_port()}", **settings)
         self.config: Config = load(self.env)
         self.proc: subprocess.Popen | None = None
 

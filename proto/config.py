@@ -60,6 +60,13 @@ class Router(_Section):
     undeliverable_log_interval: float
     session_window: float
     sessions_kept: int
+    history_limit: int
+    history_max_limit: int
+    latency_window: float
+    latency_slot: float
+    latency_precision: float
+    latency_buckets: list[float]
+    spend_refresh: float
 
 
 class Store(_Section):
@@ -175,6 +182,18 @@ class Agents(_Section):
     api_key_file: str
     light_model: str
     full_model: str
+    daily_budget_usd: float
+
+
+class Web(_Section):
+    listen: str
+    token_file: str
+    allowed_origins: list[str]
+    status_interval: float
+    events_kept: int
+    max_upload_bytes: int
+    history_page: int
+    shutdown_timeout: float
 
 
 class Price(_Section):
@@ -195,6 +214,7 @@ class Config(_Section):
     pool: Pool
     jobs: Jobs
     agents: Agents
+    web: Web
     prices: dict[str, Price]
 
     @property
@@ -220,6 +240,10 @@ class Config(_Section):
     @property
     def chroma_dir(self) -> Path:
         return self.data_dir / self.chroma.path
+
+    @property
+    def web_token_file(self) -> Path:
+        return self.home / self.web.token_file
 
     def endpoint(self, name: str) -> str:
         """An endpoint from [endpoints] with {run} expanded."""

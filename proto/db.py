@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from proto.frames import Hit, Notice, Reply, SearchFilters
+from proto.frames import Hit, HistoryMessage, Notice, Reply, SearchFilters
 
 # The trigram tokenizer cannot match fewer characters than this through the index.
 TRIGRAM = 3
@@ -191,3 +191,35 @@ def spend_since(conn: sqlite3.Connection, since: float) -> tuple[int, int, float
         "SELECT count(*), coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0) "
         "FROM usage WHERE created_at >= ?", (since,)).fetchone()
     return jobs, tokens, cost
+
+
+def chat_history(conn: sqlite3.Connection, chat: str, before: str, limit: int) -> tuple[list[HistoryMessage], bool]:
+    """The ``limit`` messages of a chat just before message ``before`` ("" = the newest),
+    oldest first, each with its answers in order; and whether older ones exist."""
+    if before:
+        row = conn.execute("SELECT received_at FROM messages WHERE id = ? AND chat = ?", (before, chat)).fetchone()
+        if row is None:
+            return [], False
+        rows = conn.execute(
+            "SELECT id, sender, text, tier, status, received_at FROM messages WHERE chat = ? "
+            "AND (received_at < ? OR (received_at = ? AND id < ?)) "
+            "ORDER BY received_at DESC, id DESC LIMIT ?", (chat, row[0], row[0], before, limit + 1)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT id, sender, text, tier, status, received_at FROM messages WHERE chat = ? "
+            "ORDER BY received_at DESC, id DESC LIMIT ?", (chat, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = list(reversed(rows[:limit]))
+    answers: dict[str, list[Reply | Notice]] = {row[0]: [] for row in rows}
+    if answers:
+        marks = ",".join("?" * len(answers))
+        for message_id, kind, tier, notice_kind, text in conn.execute(
+                "SELECT message_id, kind, tier, notice_kind, text FROM replies "
+                f"WHERE message_id IN ({marks}) ORDER BY message_id, seq", list(answers)):
+            answers[message_id].append(
+                Reply(id=message_id, chat=chat, tier=tier, text=text) if kind == "reply"
+                else Notice(id=message_id, chat=chat, kind=notice_kind, text=text))
+    messages = [HistoryMessage(id=id, sender=sender, text=text, tier=tier, status=status,
+                               received_at=received_at, answers=answers[id])
+                for id, sender, text, tier, status, received_at in rows]
+    return messages, more

@@ -57,20 +57,86 @@ class Notice(Frame, tag="notice"):
     position: int | None = None
 
 
-class ChatIn(msgspec.Struct, gc=False):
-    """A ``Chat`` as the router decodes it. ``type`` is an ordinary required field here: msgspec
-    takes the tag of a lone tagged Struct (not in a Union) as optional, and a map without
-    ``type`` must be refused, as the wire protocol says."""
+# What a client may ask besides sending a message: a chat's earlier messages, and its notes
+# (learn one, search them). None of them is a chat message: nothing is classified or stored
+# as a message, and each is answered by one frame carrying its ``id`` (or an error notice).
 
-    type: Literal["chat"]
+class HistoryRequest(Frame, tag="history"):
+    """A page of a chat's stored messages, oldest first: the ``limit`` (0 = the default, at
+    most ``router.history_max_limit``) messages just before message ``before`` ("" = the
+    newest)."""
+
     id: str
     chat: str
+    before: str = ""
+    limit: int = 0
+
+
+class LearnNote(Frame, tag="learn"):
+    """Remember a note (at most ``search.max_note_chars`` characters; split a file first).
+    ``part``/``parts``: the note is the part-th of a file's ``parts`` pieces, and replaces what
+    was at that place when ``source`` is learned again."""
+
+    id: str
+    text: str
+    source: str = "client"
+    tags: list[str] = []
+    part: int | None = None
+    parts: int | None = None
+
+
+class SearchNotes(Frame, tag="search"):
+    """Find notes; answered with ranked passages and their sources (``Found``)."""
+
+    id: str
+    query: str
+    mode: SearchMode = "hybrid"
+    limit: int = 0
+
+
+class History(Frame, tag="history", omit_defaults=False):
+    """The answer to a ``HistoryRequest``: messages oldest first, each with the answers it got
+    (the same ``reply`` and ``notice`` frames a client gets live); ``more``: older ones exist
+    (ask again with ``before`` = the first message's id)."""
+
+    id: str
+    chat: str
+    messages: list["HistoryMessage"] = []
+    more: bool = False
+
+
+class HistoryMessage(msgspec.Struct, gc=False):
+    id: str
     sender: str
     text: str
+    tier: str
+    status: str
+    received_at: float
+    answers: list[Union[Reply, Notice]] = []
 
 
-ClientIn = ChatIn
-ClientOut = Union[Reply, Notice]
+class Learned(Frame, tag="learned", omit_defaults=False):
+    """The note of a ``LearnNote`` is stored under ``note``. ``indexed`` False: findable by
+    full text now, by meaning once the vector index is back."""
+
+    id: str
+    note: str
+    indexed: bool = False
+
+
+class Found(Frame, tag="found", omit_defaults=False):
+    """The answer to a ``SearchNotes``: hits, best first (``score``'s scale depends on the
+    mode). ``degraded``: the vector index was down, so these come from full text alone."""
+
+    id: str
+    hits: list[Hit] = []
+    degraded: bool = False
+
+
+# What the router decodes. In a tagged Union ``type`` is required (msgspec takes the tag of a
+# lone tagged Struct as optional), so a map without ``type`` is refused, as the wire protocol says.
+ClientIn = Union[Chat, HistoryRequest, LearnNote, SearchNotes]
+ClientOut = Union[Reply, Notice, History, Learned, Found]
 
 
 # --- control frames: supervisor <-> services, CLI <-> supervisor ---------------------------
@@ -436,11 +502,24 @@ class Codec:
 NOT_MSGPACK = "frame is not valid MessagePack (or holds a string that is not UTF-8)"
 NOT_A_MAP = "frame must be a MessagePack map with a 'type' field"
 NO_TYPE = "frame has no 'type' field"
-UNKNOWN_TYPE = "unknown frame type {}; clients send type 'chat'"
-MISSING_FIELDS = "chat frame is missing {}"
-NOT_A_STRING = "chat field '{}' must be a MessagePack str, not {}"
-INVALID_CHAT = "invalid chat frame"
+UNKNOWN_TYPE = "unknown frame type {}; clients send type 'chat', 'history', 'learn' or 'search'"
+FRAME_MISSING_FIELDS = "{} frame is missing {}"
+FIELD_WRONG_KIND = "{} field '{}' must be a MessagePack {}, not {}"
+INVALID_FRAME = "invalid {} frame"
+# The chat frame's reasons, as earlier releases worded them.
+MISSING_FIELDS = FRAME_MISSING_FIELDS.format("chat", "{}")
+NOT_A_STRING = FIELD_WRONG_KIND.format("chat", "{}", "str", "{}")
+INVALID_CHAT = INVALID_FRAME.format("chat")
 CHAT_FIELDS = ("id", "chat", "sender", "text")
+# Every client frame type: its required fields, then the MessagePack kind of each field.
+CLIENT_FRAMES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "chat": (CHAT_FIELDS, dict.fromkeys(CHAT_FIELDS, "str")),
+    "history": (("id", "chat"), {"id": "str", "chat": "str", "before": "str", "limit": "int"}),
+    "learn": (("id", "text"), {"id": "str", "text": "str", "source": "str", "tags": "array",
+                               "part": "int", "parts": "int"}),
+    "search": (("id", "query"), {"id": "str", "query": "str", "mode": "str", "limit": "int"}),
+}
+_KINDS = {"str": str, "int": int, "array": list}
 
 
 def _kind_of(value: Any) -> str:
@@ -467,12 +546,15 @@ def describe_decode_error(data: bytes | memoryview) -> tuple[str, str]:
     frame_id = loose.get("id") if isinstance(loose.get("id"), str) else ""
     if "type" not in loose:
         return frame_id, NO_TYPE
-    if loose["type"] != "chat":
-        return frame_id, UNKNOWN_TYPE.format(shorten(repr(loose["type"])))
-    missing = [name for name in CHAT_FIELDS if name not in loose]
+    kind = loose["type"]
+    if not isinstance(kind, str) or kind not in CLIENT_FRAMES:
+        return frame_id, UNKNOWN_TYPE.format(shorten(repr(kind)))
+    required, kinds = CLIENT_FRAMES[kind]
+    missing = [name for name in required if name not in loose]
     if missing:
-        return frame_id, MISSING_FIELDS.format(", ".join(f"'{name}'" for name in missing))
-    for name in CHAT_FIELDS:
-        if not isinstance(loose[name], str):
-            return frame_id, NOT_A_STRING.format(name, _kind_of(loose[name]))
-    return frame_id, INVALID_CHAT
+        return frame_id, FRAME_MISSING_FIELDS.format(kind, ", ".join(f"'{name}'" for name in missing))
+    for name, expected in kinds.items():
+        if name in loose and (type(loose[name]) is not _KINDS[expected]):
+            if not (expected == "int" and loose[name] is None and name in ("part", "parts")):
+                return frame_id, FIELD_WRONG_KIND.format(kind, name, expected, _kind_of(loose[name]))
+    return frame_id, INVALID_FRAME.format(kind)

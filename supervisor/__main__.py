@@ -1,4 +1,4 @@
-"""warmwire's command line: run (default), status, chat, learn, keys. ``./run.sh`` calls this."""
+"""warmwire's command line: run (default), status, chat, learn, keys, web-token. ``./run.sh`` calls this."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import sys
 
 from proto.config import ConfigError, load
 
-from .commands import chat, keys, learn, run, status
+from .commands import chat, keys, learn, run, status, webtoken
 
-COMMANDS = {"run": run, "status": status, "chat": chat, "learn": learn, "keys": keys}
+COMMANDS = {"run": run, "status": status, "chat": chat, "learn": learn, "keys": keys,
+            "web-token": webtoken}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,14 +55,16 @@ def with_chroma_port(config: Config) -> Config:
     return msgspec.structs.replace(config, chroma=msgspec.structs.replace(config.chroma, port=port))
 
 
-# Start order; stopping goes the other way round, so the router stops taking messages first
-# and the store-writer, which everyone writes through, stops last.
+# Start order; stopping goes the other way round, so the web page and then the router stop
+# taking messages first, and the store-writer, which everyone writes through, stops last.
 SERVICES = (
     ServiceSpec("store-writer", "services.store_writer"),
     ServiceSpec("chroma", command=chroma_command, heartbeat=chroma_heartbeat),
     ServiceSpec("search-cache", "services.search_cache"),
     ServiceSpec("pool-manager", "services.pool_manager"),
     ServiceSpec("router", "services.router"),
+    # The web page is a client of the router's frontend and of this supervisor's status.
+    ServiceSpec("web", "services.web"),
 )
 
 
@@ -129,7 +131,7 @@ class Supervisor:
             for process in self.processes:
                 process.kill()
             return
-        log.info("stopping (%s): router first, store-writer last", signal.Signals(signum).name)
+        log.info("stopping (%s): web and router first, store-writer last", signal.Signals(signum).name)
         self.stopping = True
         for process in self.processes:
             process.restart_allowed = False

@@ -32,6 +32,7 @@ ENABLERS = {
     "a Docker engine": "bash images/ensure-docker.sh",
     "root": "run the tests as root (sudo ./run.sh test)",
     "Node.js": "apt-get install nodejs npm (node >= 20), for the second-language client",
+    "Chromium": "apt-get install chromium chromium-driver, for the web page's browser tests",
 }
 NEEDS_PREFIX = "needs "
 
@@ -119,6 +120,7 @@ class Warmwire:
         self.home = home
         self.env = env
         self.frontend = env["WARMWIRE_FRONTEND"]
+        self.web_url = f"http://{env['WARMWIRE_WEB_LISTEN']}" if "WARMWIRE_WEB_LISTEN" in env else ""
         self.proc: subprocess.Popen | None = None
         self.clients: list[Client] = []
 
@@ -189,7 +191,8 @@ def home():
 def make_env(home):
     def make(**overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
-        env.update(WARMWIRE_HOME=str(home), WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{free_port()}")
+        env.update(WARMWIRE_HOME=str(home), WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{free_port()}",
+                   WARMWIRE_WEB_LISTEN=f"127.0.0.1:{free_port()}")
         env.update(overrides)
         return env
     return make

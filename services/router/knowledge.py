@@ -45,10 +45,12 @@ class KnowledgeClient:
     def next_req(self) -> str:
         return f"r{next(self.numbers)}"
 
-    def ask(self, request, callback: Callback) -> None:
-        """Send a request (its ``req`` from next_req); callback(answer or None) comes later."""
+    def ask(self, request, callback: Callback, timeout: float | None = None) -> None:
+        """Send a request (its ``req`` from next_req); callback(answer or None) comes later,
+        within ``timeout`` (default: the router's search_timeout)."""
         self.counts["asked"] += 1
-        timer = self.loop.call_later(self.timeout, lambda: self._expire(request.req))
+        timer = self.loop.call_later(self.timeout if timeout is None else timeout,
+                                     lambda: self._expire(request.req))
         payload = self.codec.encode(request)
         self.waiting[request.req] = (callback, timer, payload)
         try:
@@ -74,7 +76,7 @@ class KnowledgeClient:
         if entry is not None:
             entry[1].cancel()
             self.counts["timeouts"] += 1
-            log.warning("the search-cache did not answer request %s within %g s", req, self.timeout)
+            log.warning("the search-cache did not answer request %s in time", req)
             entry[0](None)
 
     def on_readable(self) -> None:

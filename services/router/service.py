@@ -24,7 +24,8 @@ from proto.db import (
     unfinished_messages,
 )
 from proto.frames import (
-    ChatIn, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveAnswer, SaveExchange,
+    Chat, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveAnswer,
+    SaveExchange,
     SearchRequest, StoredMessage, Turn, describe_decode_error, knowledge_request, shorten,
 )
 from proto.loop import EventLoop
@@ -36,7 +37,9 @@ from .inline import InlineResponder
 from .jobs import SEQ_QUEUED, JobDispatcher
 from .knowledge import KnowledgeClient
 from .lanes import Held, Lanes
+from .latency import LatencyMeter
 from .reader import StoreReader
+from .requests import ClientRequests
 
 log = logging.getLogger("router")
 
@@ -75,6 +78,10 @@ class Router:
         self.lanes = Lanes(self.config.sessions_kept,
                            lambda chat: self._read(lambda db: last_agent_reply(db, chat), None))
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
+        self.requests = ClientRequests(config, self.knowledge, self._read, self._send)
+        self.latency = LatencyMeter(self.config, TIERS)
+        self.spend: dict[str, Any] = {}
+        self.spend_read_at = float("-inf")
         # Messages waiting for the search-cache: message id -> clients to answer.
         self.asking: dict[str, list[bytes]] = {}
         # Messages received but not yet committed, as sent: id -> (chat, sender, text). With the
@@ -107,8 +114,22 @@ class Router:
             "store_resends": self.storage.resends,
             "jobs": {**self.jobs.stats(), "busy_chats": len(self.lanes.lanes), "held": self.lanes.held()},
             "knowledge": self.knowledge.counts,
+            "spend_today": self._spend_stats(),
+            **self.latency.stats(),
+            **self.requests.counts,
             **self.counts,
         }
+
+    def _spend_stats(self) -> dict[str, Any]:
+        """Today's agent jobs, tokens and cost against the daily budget (read again at most
+        every ``router.spend_refresh`` s: this runs at every probe)."""
+        now = time.monotonic()
+        if now - self.spend_read_at >= self.config.spend_refresh:
+            jobs, tokens, cost = self._spend_today()
+            self.spend = {"jobs": jobs, "tokens": tokens, "cost_usd": round(cost, 6),
+                          "budget_usd": self.full_config.agents.daily_budget_usd}
+            self.spend_read_at = now
+        return self.spend
 
     # -- frontend ----------------------------------------------------------------------
     def on_frontend_readable(self) -> None:
@@ -132,12 +153,15 @@ class Router:
                 frame_id, reason = describe_decode_error(data)
                 self._error(identity, frame_id, reason)
                 continue
+            if type(chat) is not Chat:
+                self.requests.handle(identity, chat)  # history, learn, search
+                continue
             if not chat.id or not chat.chat:
                 self._error(identity, chat.id, "'id' and 'chat' must not be empty")
                 continue
             self.on_chat(identity, chat)
 
-    def on_chat(self, identity: bytes, chat: ChatIn) -> None:
+    def on_chat(self, identity: bytes, chat: Chat) -> None:
         if self._answer_resend(identity, chat):
             return
         if len(self.waiting) >= self.config.max_pending_writes:
@@ -146,6 +170,7 @@ class Router:
                 id=chat.id, chat=chat.chat, kind="busy", retry_after=self.config.busy_retry_after,
                 text=f"busy, try again in {self.config.busy_retry_after:g} s"))
             return
+        self.latency.arrived(chat.id)
         verdict = self.classifier.classify(chat.text)
         if is_follow_up(chat.text):  # only then is the chat's session worth looking up
             verdict = in_session(chat.text, verdict, self.lanes.session(chat.chat), self.config.session_window)
@@ -221,7 +246,7 @@ class Router:
 
         self.knowledge.ask(request, submit)
 
-    def _answer_resend(self, identity: bytes, chat: ChatIn) -> bool:
+    def _answer_resend(self, identity: bytes, chat: Chat) -> bool:
         """A message id seen before is never processed again: the same message joins the one
         in flight or is answered from storage; another message under that id is refused."""
         sent = self.received.get(chat.id)
@@ -293,6 +318,7 @@ class Router:
         self._send(identity, Notice(id=frame_id, kind="error", text=reason))
 
     def _send(self, identity: bytes, frame: ClientOut) -> None:
+        self.latency.sent(frame)
         try:
             self.frontend.send_multipart([identity, self.client_codec.encode(frame)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:

@@ -8,6 +8,7 @@ import logging
 from proto.config import Config
 from proto.curve import check_endpoints
 from proto.service import setup_logging
+from proto.webaccess import WebConfigError, check_listen
 
 from ..supervisor import AlreadyRunning, Supervisor
 
@@ -24,11 +25,12 @@ def main(config: Config, args: argparse.Namespace) -> int:
         # A socket other hosts could reach unprotected stops the start here, with one clear
         # line, rather than as a router that fails again and again.
         check_endpoints(config)
+        check_listen(config)
         Supervisor(config).run()
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, WebConfigError) as exc:
         logging.getLogger("supervisor").error("cannot start: %s", exc)
         return 1
     return 0

@@ -15,6 +15,8 @@ from proto.sockets import request
 
 HELP = "show the state of every service (exit 0 only when all are healthy)"
 HEALTHY = "healthy"
+# Figures for machines (the dashboard's charts, Prometheus histograms): in --json only.
+NOT_PRINTED = ("latency_series", "latency_histogram")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -33,6 +35,8 @@ def fetch(config: Config) -> Status | None:
 def _format_stats(stats: dict) -> str:
     parts = []
     for key, value in stats.items():
+        if key in NOT_PRINTED:
+            continue
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items())
             parts.append(f"{key}[{value}]")
