@@ -94,17 +94,6 @@ class SearchNotes(Frame, tag="search"):
     limit: int = 0
 
 
-class History(Frame, tag="history", omit_defaults=False):
-    """The answer to a ``HistoryRequest``: messages oldest first, each with the answers it got
-    (the same ``reply`` and ``notice`` frames a client gets live); ``more``: older ones exist
-    (ask again with ``before`` = the first message's id)."""
-
-    id: str
-    chat: str
-    messages: list["HistoryMessage"] = []
-    more: bool = False
-
-
 class HistoryMessage(msgspec.Struct, gc=False):
     id: str
     sender: str
@@ -113,6 +102,17 @@ class HistoryMessage(msgspec.Struct, gc=False):
     status: str
     received_at: float
     answers: list[Union[Reply, Notice]] = []
+
+
+class History(Frame, tag="history", omit_defaults=False):
+    """The answer to a ``HistoryRequest``: messages oldest first, each with the answers it got
+    (the same ``reply`` and ``notice`` frames a client gets live); ``more``: older ones exist
+    (ask again with ``before`` = the first message's id)."""
+
+    id: str
+    chat: str
+    messages: list[HistoryMessage] = []
+    more: bool = False
 
 
 class Learned(Frame, tag="learned", omit_defaults=False):

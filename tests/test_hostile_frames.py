@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from hypothesis import assume, given, strategies as st
 
+from proto import frames
 from proto.frames import (
     NOT_MSGPACK, NO_TYPE, TOO_DEEP, UNKNOWN_TYPE, Codec, Health, ServiceStatus, Status, describe_decode_error,
 )
@@ -35,6 +36,18 @@ SPECIAL = {
         ServiceStatus, stats=st.dictionaries(st.text(max_size=8), JSON_LIKE, max_size=3)), max_size=3),
         supervisor=st.dictionaries(st.text(max_size=8), JSON_LIKE, max_size=3)),
 }
+
+
+def every_field(kind: type) -> st.SearchStrategy:
+    """A Struct with a value for each field. Left to itself, hypothesis may pass a field's
+    default factory (msgspec's ``<factory>`` for ``= []``) as the value, which no encoder can
+    write once ``omit_defaults`` is off."""
+    return st.builds(kind, **{name: st.from_type(hint) for name, hint in typing.get_type_hints(kind).items()})
+
+
+for _struct in vars(frames).values():
+    if isinstance(_struct, type) and issubclass(_struct, msgspec.Struct) and _struct not in SPECIAL:
+        st.register_type_strategy(_struct, every_field(_struct))
 
 
 def members(union) -> list[type]:
