@@ -17,8 +17,12 @@ import zmq
 
 from proto import ipc
 from proto.config import Config
-from proto.frames import Codec, Job, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage, shorten
+from proto.frames import (
+    Codec, GatewayIn, GatewayOut, Job, JobDelta, JobProgress, JobResult, PoolIn, PoolOut, SaveJob,
+    SaveUsage, TurnDelta, TurnRequest, TurnResult, shorten,
+)
 from proto.loop import EventLoop, Timer
+from proto.sockets import received
 from proto.store_client import StoreClient
 
 from .agents import Agent
@@ -51,7 +55,7 @@ def _tokens(usage: dict, *names: str) -> int:
 
 
 class ActiveJob:
-    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress")
+    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress", "turns")
 
     def __init__(self, job: Job, peer: bytes) -> None:
         self.job = job
@@ -61,13 +65,20 @@ class ActiveJob:
         self.timer: Timer | None = None
         self.received = time.monotonic()
         self.progress = 0  # progress notices passed on to the user
+        self.turns = 0     # model turns the gateway answered (and recorded the usage of)
 
 
 class PoolManager:
     def __init__(self, config: Config, socket: zmq.Socket, storage_socket: zmq.Socket,
-                 loop: EventLoop, backend, backend_note: str, name_prefix: str) -> None:
+                 loop: EventLoop, backend, backend_note: str, name_prefix: str,
+                 gateway_socket: zmq.Socket | None = None) -> None:
         self.config = config
         self.socket = socket
+        self.gateway = gateway_socket
+        self.turn_codec = Codec(GatewayIn)
+        self.turn_answers = Codec(GatewayOut)
+        # Model turns asked of the gateway and not answered yet: request id -> job id.
+        self.turns: dict[str, str] = {}
         self.loop = loop
         self.backend = backend
         self.backend_note = backend_note
@@ -85,10 +96,13 @@ class PoolManager:
         self.reading = False
         self.load_timer: Timer | None = None
         self.state = "serving"
-        self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0}
+        self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0,
+                       "model_turns": 0, "deltas": 0}
 
     def start(self) -> None:
         self.storage.start()
+        if self.gateway is not None:
+            self.loop.add_reader(self.gateway, self.on_gateway_readable)
         self.pool.start()
         self._update_reading()
         log.info("agents run on the %s backend%s", self.backend.name,
@@ -97,7 +111,8 @@ class PoolManager:
     def stats(self) -> dict[str, Any]:
         return {**self.backend.describe(), "backend_note": self.backend_note,
                 "limit": self.limit.limit, "max_concurrency": self.config.pool.max_concurrency,
-                "load": self.limit.measured, "active_jobs": len(self.jobs), **self.counts,
+                "load": self.limit.measured, "active_jobs": len(self.jobs),
+                "model_turns_waiting": len(self.turns), **self.counts,
                 "pool": self.pool.stats(), "ipc": self.reader.counts}
 
     # -- taking jobs -------------------------------------------------------------------
@@ -153,9 +168,12 @@ class PoolManager:
             return
         agent.state = "busy"
         agent.job = job
-        payload = {"text": job.text, "provider": {"model": job.model},
+        payload = {"text": job.text,
                    "context": [{"text": p.text, "source": p.source} for p in job.context],
                    "history": [{"role": t.role, "content": t.content} for t in job.history]}
+        if self.config.agents.provider != "offline" and self.gateway is not None:
+            # The agent asks the model gateway for each turn (never the provider itself).
+            payload["model"] = {"tier": job.tier, "max_steps": self.config.agents.tier(job.tier).max_steps}
         try:
             agent.send_job(payload, job.id)
         except OSError as exc:
@@ -189,10 +207,71 @@ class PoolManager:
                 active.progress += 1
                 self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
                                                     text=_agent_note(message.payload.get("stage", "working"))))
+        elif message.kind == "model":
+            self._ask_gateway(active, message)
         elif message.kind == "result":
             self._finish(active, result=message.payload, written_at=message.ts)
         elif message.kind == "error":
             self._finish(active, error=_agent_note(message.payload.get("error", "the agent failed")))
+
+    # -- model turns: agent -> gateway -> agent ----------------------------------------
+    def _ask_gateway(self, active: ActiveJob, message: ipc.Message) -> None:
+        """An agent asks for a model turn: checked, then sent to the gateway. Whatever is
+        wrong with it is answered with an error turn, so the agent never waits in vain."""
+        job = active.job
+        payload = message.payload
+        step = payload.get("step")
+        max_steps = self.config.agents.tier(job.tier).max_steps
+        req = job.id if step == 1 else f"{job.id}#{step}"
+        if type(step) is not int or not 1 <= step <= max_steps:
+            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
+                                                 error=f"the step limit ({max_steps}) is reached"))
+            return
+        try:
+            request = msgspec.convert({"req": req, "job": job.id, "chat": job.chat, "tier": job.tier,
+                                       "system": payload.get("system", ""),
+                                       "messages": payload.get("messages", []),
+                                       "tools": payload.get("tools", [])}, TurnRequest)
+        except msgspec.ValidationError as exc:
+            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
+                                                 error=f"malformed model request: {shorten(str(exc))}"))
+            return
+        try:
+            self.gateway.send(self.turn_codec.encode(request), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="provider",
+                                                 error=f"the model gateway is not reachable ({exc.strerror})"))
+            return
+        self.turns[req] = job.id
+        self.counts["model_turns"] += 1
+
+    def on_gateway_readable(self) -> None:
+        for frame in received(self.gateway, self.turn_answers, "the model gateway", log):
+            active = self.jobs.get(frame.job)
+            if isinstance(frame, TurnDelta):
+                if active is not None and frame.req in self.turns:
+                    self.counts["deltas"] += 1
+                    self._send(active.peer, JobDelta(id=frame.job, chat=frame.chat, text=frame.text))
+                continue
+            self.turns.pop(frame.req, None)
+            if active is None or active.agent is None:
+                continue  # the job ended meanwhile (timed out, its agent lost)
+            if frame.error_kind != "budget" and not frame.error:
+                active.turns += 1
+            if frame.budget_notice:
+                self._send(active.peer, JobProgress(id=frame.job, chat=frame.chat, text=frame.budget_notice))
+            self._answer_turn(active, frame)
+
+    def _answer_turn(self, active: ActiveJob, turn: TurnResult) -> None:
+        payload = {"req": turn.req, "text": turn.text, "stop_reason": turn.stop_reason,
+                   "tool_calls": msgspec.to_builtins(turn.tool_calls), "model": turn.model,
+                   "provider": turn.provider, "error": turn.error, "error_kind": turn.error_kind,
+                   "retry_after": turn.retry_after,
+                   "usage": {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens}}
+        try:
+            active.agent.send("turn", active.job.id, payload)
+        except OSError as exc:
+            self._finish(active, error=f"could not hand the model's turn to the agent: {exc}")
 
     def _on_rejected(self, agent: Agent, error: ipc.IpcError) -> None:
         """The runner writes only signed, well-formed files: anything else means the agent is
@@ -240,7 +319,9 @@ class PoolManager:
         self.storage.write(SaveJob(
             id=job.id, message_id=job.id, chat=job.chat, tier=job.tier,
             state="failed" if frame.error else "done", container=agent.id if agent else ""))
-        if not frame.error:
+        # The gateway records the usage of every model turn itself, from the provider's
+        # own counts; a job answered without one (the offline agent) gets its row here.
+        if not frame.error and not active.turns:
             price = self.config.prices.get(frame.model)
             cost = ((frame.input_tokens * price.input + frame.output_tokens * price.output) / PER_MILLION
                     if price else 0.0)
@@ -265,6 +346,12 @@ class PoolManager:
         container = agent.id if agent else ""
         if result is None:
             return JobResult(id=job.id, chat=job.chat, error=error, container=container)
+        if result.get("refused") == "budget":
+            # The gateway refused the turn (the agent only passes it on): today's budget is spent.
+            wait = result.get("retry_after")
+            return JobResult(id=job.id, chat=job.chat, container=container, refused="budget",
+                             error=_agent_note(result.get("notice") or "today's model budget is spent"),
+                             retry_after=float(wait) if type(wait) in (int, float) and wait >= 0 else None)
         # The payload is the agent's word: any JSON at all, so every field is checked.
         usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
         agent_name = str(result.get("agent", ""))

@@ -20,7 +20,7 @@ from typing import Callable
 from proto.config import Config
 from proto.loop import EventLoop
 
-from .common import RUNNER, provider_environment
+from .common import RUNNER
 
 log = logging.getLogger(__name__)
 MB = 1 << 20
@@ -52,8 +52,7 @@ class LocalBackend:
     def start(self, agent) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "WARMWIRE_IPC_DIR": str(agent.layout.ipc_dir),
-               "WARMWIRE_IPC_KEY_FILE": str(agent.layout.key_file),
-               **provider_environment(self.config, self.config.agents.api_key_file)}
+               "WARMWIRE_IPC_KEY_FILE": str(agent.layout.key_file)}
         agent.handle = subprocess.Popen(
             [sys.executable, str(RUNNER)], env=env, cwd=agent.layout.root,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._limits,
