@@ -24,7 +24,7 @@ from .stats import Row
 OVERLOAD = 10
 MESSAGE = "Refactor this function and explain the bug in detail: def f(x): return x[1]"
 ANSWER_TIMEOUT_MS = 120_000
-INTERIM = ("queued", "progress")
+INTERIM = ("queued", "progress", "delta")
 
 
 def run(system, quick: bool, progress: Callable[[str, int, int], None]) -> Row:

@@ -65,7 +65,7 @@ def drive_agents(system, count: int, progress: Callable[[str, int, int], None]) 
                 frame = codec.decode(sock.recv())
                 if isinstance(frame, Reply):
                     break
-                if frame.kind not in ("queued", "progress"):
+                if frame.kind not in ("queued", "progress", "delta"):
                     raise RuntimeError(f"the agent did not answer: {frame.text}")
             progress("agents: one job per new chat", number, count)
     finally:

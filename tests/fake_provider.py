@@ -54,9 +54,11 @@ class Call:
 class FakeProvider(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, key: str = "") -> None:
+    def __init__(self, key: str = "", refuse_text: str | None = None) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.key = key
+        # A request holding this text is refused like a wrong key (401, the key echoed).
+        self.refuse_text = refuse_text
         self.steps: deque = deque()
         self.calls: list[Call] = []
         self.lock = threading.Lock()
@@ -105,7 +107,8 @@ class Handler(BaseHTTPRequestHandler):
         call = Call(self.path, dict(self.headers), body, key)
         with self.server.lock:
             self.server.calls.append(call)
-        if self.server.key and key != self.server.key:
+        refused = self.server.refuse_text is not None and self.server.refuse_text in json.dumps(body)
+        if (self.server.key and key != self.server.key) or refused:
             return self._json(401, {"error": {"type": "authentication_error",
                                               "message": f"invalid api key {key}"}})
         step = self.server.next_step()
