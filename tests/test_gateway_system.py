@@ -127,6 +127,14 @@ def test_agents_have_no_network_and_no_key_while_the_provider_gets_it(system):
     assert stats["key"] == "set" and stats["provider"] == "anthropic"
 
 
+def test_status_shows_each_input_of_the_concurrency_limit(system):
+    exchange(system.client(), LIGHT, "inputs")  # the limit is evaluated as the job starts
+    load_ = system.service("pool-manager")["stats"]["load"]
+    assert load_["memory"]["agents_measured"] >= 1 and load_["memory"]["per_agent_mb"] > 0, load_
+    assert load_["provider_calls"]["max_in_flight"] == load({}).gateway.max_in_flight
+    assert set(load_["cpu"]) >= {"jobs_using_cpu", "idle_cores", "limit"}
+
+
 def test_the_budget_warns_at_80_percent_then_refuses_without_a_provider_call(system):
     client = system.client()
     # 10,000 output tokens of haiku: $0.04, 80 % of the $0.05 budget.

@@ -88,8 +88,9 @@ class PoolManager:
                                 self._on_agent_message, self._on_rejected, self._check_limits)
         self.pool = WarmPool(config.pool, backend, self.reader, loop, config.home / "agents",
                              name_prefix, self._on_agent_ready, self._on_agent_lost)
-        self.limit = ConcurrencyLimit(config.pool.max_concurrency, config.pool.cpu_per_agent,
-                                      config.pool.memory_per_agent_mb)
+        self.limit = ConcurrencyLimit(
+            config.pool.max_concurrency, config.pool.cpu_per_agent, config.pool.memory_per_agent_mb,
+            config.gateway.max_in_flight if config.agents.provider != "offline" and gateway_socket else None)
         self.storage = StoreClient(storage_socket, loop, config.router.store_ack_timeout,
                                    lambda key: None, self._on_store_failed)
         self.jobs: dict[str, ActiveJob] = {}
@@ -118,7 +119,8 @@ class PoolManager:
     # -- taking jobs -------------------------------------------------------------------
     def _update_reading(self) -> None:
         """Read jobs only while a slot is free (re-measuring load before each start)."""
-        wanted = self.state == "serving" and len(self.jobs) < self.limit.evaluate(len(self.jobs))
+        wanted = self.state == "serving" and len(self.jobs) < self.limit.evaluate(
+            len(self.jobs), len(self.turns), self._agent_memory())
         if wanted and not self.reading:
             self.loop.add_reader(self.socket, self.on_readable)
         elif not wanted and self.reading:
@@ -126,6 +128,16 @@ class PoolManager:
         self.reading = wanted
         if self.jobs and self.load_timer is None:
             self.load_timer = self.loop.call_later(self.config.pool.load_interval, self._remeasure)
+
+    def _agent_memory(self) -> list[int]:
+        """What each agent alive uses now (its container's memory counter, a local agent's
+        resident set): the memory input of the concurrency limit."""
+        found = []
+        for agent in self.pool.agents.values():
+            used = self.backend.memory_bytes(agent)
+            if used:
+                found.append(used)
+        return found
 
     def _remeasure(self) -> None:
         self.load_timer = None

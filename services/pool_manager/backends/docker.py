@@ -42,6 +42,10 @@ PIDS_EVENTS = ("/sys/fs/cgroup/pids/docker/{id}/pids.events",
                "/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.events",
                "/sys/fs/cgroup/docker/{id}/pids.events")
 WHY = {"die": "exited", "oom": "ran out of memory"}
+# A container's memory in use, as its cgroup counts it: v1 (cgroupfs), v2 systemd, v2 cgroupfs.
+MEMORY_USED = ("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes",
+               "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current",
+               "/sys/fs/cgroup/docker/{id}/memory.current")
 
 
 class DockerUnavailable(Exception):
@@ -129,6 +133,19 @@ class DockerBackend:
                 continue
             return "reached its process limit" if counter[-1:] != ["0"] else ""
         return ""
+
+    def memory_bytes(self, agent) -> int | None:
+        """The container's memory in use, read from its cgroup (microseconds, no engine call:
+        the engine's stats API takes a second per container). None when not found."""
+        if agent.handle is None:
+            return None
+        for pattern in MEMORY_USED:
+            try:
+                with open(pattern.format(id=agent.handle.id)) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                continue
+        return None
 
     def remove_leftovers(self) -> int:
         """Listed now, before this run starts an agent, and removed in a thread of their own:

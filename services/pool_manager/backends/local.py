@@ -17,6 +17,8 @@ import subprocess
 import sys
 from typing import Callable
 
+import psutil
+
 from proto.config import Config
 from proto.loop import EventLoop
 
@@ -79,6 +81,15 @@ class LocalBackend:
 
     def limit_reached(self, agent) -> str:
         return ""  # its limits end the process, which the pidfd reports
+
+    def memory_bytes(self, agent) -> int | None:
+        process = agent.handle
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            return psutil.Process(process.pid).memory_info().rss
+        except psutil.Error:
+            return None
 
     def remove_leftovers(self) -> int:
         return 0  # a local agent gets SIGKILL from the kernel when its pool-manager dies
