@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from fake_provider import Answer, FakeProvider, Status, StreamError
+from bench.fake_provider import Answer, FakeProvider, Status, StreamError
 from proto.config import load
 from proto.frames import ModelMessage, ToolSpec, TurnRequest
 from services.model_gateway.gateway import Gateway, retry_after

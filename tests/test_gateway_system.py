@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import Warmwire, free_port, wait_for
-from fake_provider import Answer, FakeProvider, Status
+from bench.fake_provider import Answer, FakeProvider, Status
 from proto.config import load
 from services.pool_manager.backends.common import home_label
 from test_pool import docker_engine, labelled_containers

@@ -4,7 +4,7 @@ server and client keys, and the per-agent IPC keys it makes itself) is driven th
 tier, commands and errors; then everything it wrote or said is searched for each secret,
 in plain, hex, base64 and z85 forms.
 
-The model provider is a small HTTP server in this test (tests/fake_provider.py, streaming
+The model provider is a small HTTP server in this test (bench/fake_provider.py, streaming
 like Anthropic's API) that checks the key it is sent, so the key provably travels to where it
 belongs (from the model gateway) and nowhere else. Agents have no network and no key: they ask
 the gateway for model turns over their IPC folder.
@@ -28,7 +28,7 @@ import zmq
 from zmq.utils import z85
 
 from conftest import REPO, Warmwire, free_port, wait_for
-from fake_provider import FakeProvider
+from bench.fake_provider import FakeProvider
 from proto.config import load
 from proto.curve import load_pair, load_public
 from services.pool_manager.backends.common import home_label

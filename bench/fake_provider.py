@@ -1,5 +1,6 @@
-"""A scripted model provider: a small real HTTP server on loopback speaking the real streaming
-formats of Anthropic's Messages API (``POST /v1/messages``) and of OpenAI-compatible chat
+"""A scripted model provider, for the tests and the gateway_overhead bench row: a small real
+HTTP server on loopback speaking the real streaming formats of Anthropic's Messages API
+(``POST /v1/messages``) and of OpenAI-compatible chat
 completions (``POST /chat/completions``, also under ``/v1``), as server-sent events.
 
 Each call takes the next step of its script (``script(...)``), or answers normally:
@@ -19,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 DEFAULT_PIECES = ("the model ", "says: ", "fine")
 
@@ -59,6 +61,7 @@ class FakeProvider(ThreadingHTTPServer):
         self.key = key
         # A request holding this text is refused like a wrong key (401, the key echoed).
         self.refuse_text = refuse_text
+        self.on_call: Callable[[Call], None] | None = None  # after each call is answered
         self.steps: deque = deque()
         self.calls: list[Call] = []
         self.lock = threading.Lock()
@@ -123,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             self._anthropic(call, body, step)
         else:
             self._openai(call, body, step)
+        if self.server.on_call is not None:
+            self.server.on_call(call)
 
     def _json(self, code: int, obj: dict, headers: dict | None = None) -> None:
         data = json.dumps(obj).encode()
@@ -203,3 +208,18 @@ class Handler(BaseHTTPRequestHandler):
                                "usage": {"prompt_tokens": step.input_tokens, "completion_tokens": step.output_tokens,
                                          "total_tokens": step.input_tokens + step.output_tokens}})
         self._event(None, "[DONE]")
+
+
+def serve_in_process(key: str, connection) -> None:
+    """Run a provider in a process of its own (the bench: its threads must not share a GIL
+    with what is measured). Sends its URL, then each call's first-byte time, on connection."""
+    provider = FakeProvider(key)
+    lock = threading.Lock()
+
+    def report(call: Call) -> None:
+        with lock:
+            connection.send(call.first_byte)
+
+    provider.on_call = report
+    connection.send(provider.url)
+    provider.serve_forever(poll_interval=0.05)
