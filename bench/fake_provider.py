@@ -37,6 +37,7 @@ class Answer:
     input_tokens: int = 12
     output_tokens: int = 5
     tool_call: dict | None = None  # {"id", "name", "arguments": dict}
+    usage: bool = True  # False: an OpenAI-compatible stream without usage (llama-cpp-python's)
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
             for half in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
                 self._event(None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": half}}]}))
         self._event(None, chunk({}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if step.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._event(None, {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
                                "model": model, "choices": [],
                                "usage": {"prompt_tokens": step.input_tokens, "completion_tokens": step.output_tokens,

@@ -207,6 +207,7 @@ class Gateway(_Section):
     backoff_max: float
     retry_after_max: float
     connect_timeout: float
+    chars_per_token: float
     anthropic_url: str
     openai_url: str
     anthropic_version: str

@@ -472,6 +472,8 @@ class TurnResult(Frame, tag="turn-result"):
     output_tokens: int = 0
     cost_usd: float | None = None
     unpriced: bool = False
+    # The provider's stream carried no usage: the counts are the gateway's estimate.
+    usage_estimated: bool = False
     attempts: int = 0
     error: str = ""
     error_kind: TurnError = ""

@@ -161,6 +161,16 @@ def test_tools_are_offered_and_tool_calls_come_back_provider_neutral(provider, k
     assert (sent["name"] if kind == "anthropic" else sent["function"]["name"]) == "read_file"
 
 
+def test_a_stream_without_usage_is_counted_as_an_estimate_and_flagged(provider):
+    gateway, usage, _ = make_gateway(provider, "openai")
+    provider.script(Answer(pieces=("a", "b", "c", "d"), usage=False))
+    result, _ = turn(gateway)
+    assert result.usage_estimated and result.output_tokens == 4  # one token per streamed piece
+    chars = len("be brief") + len("how many legs has a spider?")
+    assert result.input_tokens == -(-chars // gateway.config.gateway.chars_per_token)
+    assert usage[0].output_tokens == 4 and gateway.stats()["usage_estimated"] == 1
+
+
 def test_offline_refuses_with_a_clear_error(provider):
     gateway, _, _ = make_gateway(provider, "offline")
     result, _ = turn(gateway)

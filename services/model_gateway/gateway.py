@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -101,8 +102,10 @@ class Gateway:
         self.waiting = 0
         self.unpriced: Counter[str] = Counter()   # model -> tokens whose cost is unknown
         self.counts: Counter[str] = Counter({"turns": 0, "answered": 0, "failed": 0, "retries": 0,
-                                             "refused_budget": 0, "deltas": 0})
+                                             "refused_budget": 0, "deltas": 0,
+                                             "usage_estimated": 0})
         self.statuses: Counter[str] = Counter()   # HTTP statuses seen, for status
+        self.estimated_models: set[str] = set()   # models whose usage had to be estimated
 
     @property
     def budget(self) -> float:
@@ -226,6 +229,9 @@ class Gateway:
                 delay = min(delay * 2, self.settings.backoff_max)
                 continue
             break
+        estimated = not stream.usage_seen
+        if estimated:
+            self._estimate(stream, request, tier.model)
         cost, notice = self._count(tier.model, stream.input_tokens, stream.output_tokens)
         self.on_usage(SaveUsage(job_id=request.req, model=tier.model, input_tokens=stream.input_tokens,
                                 output_tokens=stream.output_tokens, cost_usd=cost or 0.0))
@@ -234,7 +240,21 @@ class Gateway:
                           tool_calls=stream.tool_calls(), stop_reason=stream.stop_reason,
                           model=tier.model, provider=self.kind, input_tokens=stream.input_tokens,
                           output_tokens=stream.output_tokens, cost_usd=cost, unpriced=cost is None,
-                          attempts=attempt, budget_notice=notice)
+                          attempts=attempt, budget_notice=notice, usage_estimated=estimated)
+
+    def _estimate(self, stream, request: TurnRequest, model: str) -> None:
+        """A stream that carried no usage (llama-cpp-python's server sends none, even when
+        asked): output tokens are the streamed pieces (such servers send one token per
+        event), input tokens the prompt's characters / gateway.chars_per_token. Flagged in
+        the turn, status and the log (once per model), never passed off as counted."""
+        chars = len(request.system) + sum(len(m.content) for m in request.messages)
+        stream.input_tokens = math.ceil(chars / self.settings.chars_per_token)
+        stream.output_tokens = stream.chunks
+        self.counts["usage_estimated"] += 1
+        if model not in self.estimated_models:
+            self.estimated_models.add(model)
+            log.warning("the provider's stream for model %s carries no token usage: counting "
+                        "streamed pieces as output tokens and estimating input tokens", model)
 
     async def _call(self, url: str, headers: dict, body: dict, timeout: httpx.Timeout,
                     on_delta: Callable[[str], None]):

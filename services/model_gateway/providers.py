@@ -121,6 +121,7 @@ class Stream:
         self.model = ""
         self.done = False
         self.usage_seen = False
+        self.chunks = 0  # events that carried text or a tool call's piece
         # Tool calls being assembled: index -> [id, name, argument text]
         self.calls: dict[int, list[str]] = {}
 
@@ -215,7 +216,9 @@ class OpenAIStream(Stream):
             if isinstance(piece, str) and piece:
                 self.parts.append(piece)
                 text += piece
+                self.chunks += 1
             for call in delta.get("tool_calls") or []:
+                self.chunks += 1
                 index = call.get("index", 0)
                 entry = self.calls.setdefault(index, ["", "", ""])
                 function = call.get("function") or {}
