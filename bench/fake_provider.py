@@ -6,7 +6,8 @@ completions (``POST /chat/completions``, also under ``/v1``), as server-sent eve
 Each call takes the next step of its script (``script(...)``), or answers normally:
 - ``Status(code, headers)``: that HTTP status (e.g. 429 with ``retry-after``), JSON error body;
 - ``Answer(pieces, input_tokens, output_tokens)``: a streamed answer in those pieces;
-- ``StreamError(kind)``: the stream starts, then an ``error`` event (Anthropic) / error chunk.
+- ``StreamError(kind)``: the stream starts, then an ``error`` event (Anthropic) / error chunk;
+- ``Stall(seconds)``: the stream starts, then nothing comes (a provider that hangs).
 It checks the key it is sent (``key``; a wrong one gets 401 with the key echoed in the body,
 as some real APIs do) and records every call: headers, body, key, and the monotonic time at
 which it wrote the first byte of streamed text (for the gateway-overhead bench).
@@ -46,6 +47,13 @@ class StreamError:
 
 
 @dataclass
+class Stall:
+    """Start the stream, then say nothing (until ``stop()``, or this many seconds)."""
+
+    seconds: float = 60.0
+
+
+@dataclass
 class Call:
     path: str
     headers: dict
@@ -63,6 +71,7 @@ class FakeProvider(ThreadingHTTPServer):
         # A request holding this text is refused like a wrong key (401, the key echoed).
         self.refuse_text = refuse_text
         self.on_call: Callable[[Call], None] | None = None  # after each call is answered
+        self.release = threading.Event()  # ends every Stall
         self.steps: deque = deque()
         self.calls: list[Call] = []
         self.lock = threading.Lock()
@@ -77,6 +86,7 @@ class FakeProvider(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.release.set()
         self.shutdown()
         self.server_close()
 
@@ -123,6 +133,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.end_headers()
+        if isinstance(step, Stall):
+            self.wfile.write(b": opened\n\n")
+            self.server.release.wait(step.seconds)
+            return
         if anthropic:
             self._anthropic(call, body, step)
         else:

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from bench.fake_provider import Answer, FakeProvider, Status, StreamError
+from bench.fake_provider import Answer, FakeProvider, Stall, Status, StreamError
 from proto.config import load
 from proto.frames import ModelMessage, ToolSpec, TurnRequest
 from services.model_gateway.gateway import Gateway, retry_after
@@ -95,6 +95,13 @@ def test_5xx_a_stream_error_and_a_dropped_stream_are_tried_again_with_backoff(pr
     result, deltas = turn(gateway)
     assert result.text == "done" and result.attempts == 4, result
     assert sleeps == [0.01, 0.02, 0.02]  # doubling from backoff_initial, capped at backoff_max
+
+
+def test_a_provider_that_goes_silent_times_out_and_is_tried_again(provider):
+    gateway, _, sleeps = make_gateway(provider, "anthropic", agents_light_timeout=0.3)
+    provider.script(Stall(), Answer(pieces=("late", " but here")))
+    result, deltas = turn(gateway)
+    assert result.text == "late but here" and result.attempts == 2 and len(sleeps) == 1, result
 
 
 def test_a_client_error_is_not_retried_and_no_body_is_quoted(provider):
