@@ -55,7 +55,8 @@ def _tokens(usage: dict, *names: str) -> int:
 
 
 class ActiveJob:
-    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress", "turns")
+    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress", "turns", "asked",
+                 "asking")
 
     def __init__(self, job: Job, peer: bytes) -> None:
         self.job = job
@@ -66,6 +67,8 @@ class ActiveJob:
         self.received = time.monotonic()
         self.progress = 0  # progress notices passed on to the user
         self.turns = 0     # model turns the gateway answered (and recorded the usage of)
+        self.asked = 0     # model turns its agent asked for (the step limit counts these)
+        self.asking = ""   # the turn it waits for now: one at a time
 
 
 class PoolManager:
@@ -134,7 +137,7 @@ class PoolManager:
         resident set): the memory input of the concurrency limit."""
         found = []
         for agent in self.pool.agents.values():
-            used = self.backend.memory_bytes(agent)
+            used = self.backend.memory_used(agent)
             if used:
                 found.append(used)
         return found
@@ -229,15 +232,22 @@ class PoolManager:
     # -- model turns: agent -> gateway -> agent ----------------------------------------
     def _ask_gateway(self, active: ActiveJob, message: ipc.Message) -> None:
         """An agent asks for a model turn: checked, then sent to the gateway. Whatever is
-        wrong with it is answered with an error turn, so the agent never waits in vain."""
+        wrong with it is answered with an error turn, so the agent never waits in vain. The
+        host counts the turns (not the agent's word): at most the tier's step limit per job,
+        one at a time, so an agent cannot spend more than its job allows."""
         job = active.job
         payload = message.payload
-        step = payload.get("step")
         max_steps = self.config.agents.tier(job.tier).max_steps
-        req = job.id if step == 1 else f"{job.id}#{step}"
-        if type(step) is not int or not 1 <= step <= max_steps:
+        active.asked += 1
+        req = job.id if active.asked == 1 else f"{job.id}#{active.asked}"
+        error = ""
+        if active.asking:
+            error = "a model turn is already under way for this job"
+        elif active.asked > max_steps:
+            error = f"the step limit ({max_steps}) is reached"
+        if error or self.gateway is None:
             self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
-                                                 error=f"the step limit ({max_steps}) is reached"))
+                                                 error=error or "no model gateway"))
             return
         try:
             request = msgspec.convert({"req": req, "job": job.id, "chat": job.chat, "tier": job.tier,
@@ -254,6 +264,7 @@ class PoolManager:
             self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="provider",
                                                  error=f"the model gateway is not reachable ({exc.strerror})"))
             return
+        active.asking = req
         self.turns[req] = job.id
         self.counts["model_turns"] += 1
 
@@ -266,8 +277,9 @@ class PoolManager:
                     self._send(active.peer, JobDelta(id=frame.job, chat=frame.chat, text=frame.text))
                 continue
             self.turns.pop(frame.req, None)
-            if active is None or active.agent is None:
+            if active is None or active.agent is None or active.asking != frame.req:
                 continue  # the job ended meanwhile (timed out, its agent lost)
+            active.asking = ""
             if frame.error_kind != "budget" and not frame.error:
                 active.turns += 1
             if frame.budget_notice:
@@ -322,6 +334,8 @@ class PoolManager:
                 written_at: float = 0.0) -> None:
         job, agent = active.job, active.agent
         del self.jobs[job.id]
+        if active.asking:  # a turn still under way: its answer finds no job and is dropped
+            self.turns.pop(active.asking, None)
         if active.timer is not None:
             active.timer.cancel()
         frame = self._result_frame(job, agent, result, error)

@@ -134,7 +134,7 @@ class DockerBackend:
             return "reached its process limit" if counter[-1:] != ["0"] else ""
         return ""
 
-    def memory_bytes(self, agent) -> int | None:
+    def memory_used(self, agent) -> int | None:
         """The container's memory in use, read from its cgroup (microseconds, no engine call:
         the engine's stats API takes a second per container). None when not found."""
         if agent.handle is None:

@@ -82,7 +82,7 @@ class LocalBackend:
     def limit_reached(self, agent) -> str:
         return ""  # its limits end the process, which the pidfd reports
 
-    def memory_bytes(self, agent) -> int | None:
+    def memory_used(self, agent) -> int | None:
         process = agent.handle
         if process is None or process.poll() is not None:
             return None
