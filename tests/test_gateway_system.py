@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import uuid
 
 import pytest
 
 from conftest import Warmwire, free_port, wait_for
-from bench.fake_provider import Answer, FakeProvider, Status
+from bench.fake_provider import Answer, FakeProvider, Stall, Status
 from proto.config import load
 from services.pool_manager.backends.common import home_label
 from test_pool import docker_engine, labelled_containers
@@ -125,6 +126,22 @@ def test_agents_have_no_network_and_no_key_while_the_provider_gets_it(system):
     gateway = json.loads(status.stdout)
     stats = next(s for s in gateway["services"] if s["name"] == "model-gateway")["stats"]
     assert stats["key"] == "set" and stats["provider"] == "anthropic"
+
+
+def test_a_turn_in_flight_when_the_gateway_is_killed_is_answered_by_the_restarted_one(system):
+    calls = len(system.provider.calls)
+    system.provider.script(Stall())
+    client = system.client()
+    message_id = client.send("what is the capital of Spain?", chat="gateway-kill")
+    wait_for(lambda: len(system.provider.calls) > calls, ANSWER_DEADLINE, "the turn to reach the provider")
+    before = system.service("model-gateway")
+    os.kill(before["pid"], signal.SIGKILL)
+    while True:
+        frame = client.recv(ANSWER_DEADLINE)
+        if frame.get("id") == message_id and frame.get("kind") not in ("queued", "progress", "delta"):
+            break
+    assert frame["type"] == "reply" and frame["text"] == MODEL_TEXT, frame
+    assert "sending its 1 unanswered turns again" in system.logs()
 
 
 def test_status_shows_each_input_of_the_concurrency_limit(system):

@@ -5,7 +5,6 @@ tests need a Docker engine: without one they are skipped with the reason; with o
 really build (images.build), start a hardened container, and talk to it through its folder.
 """
 
-import json
 import os
 import shutil
 import subprocess

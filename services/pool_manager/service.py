@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from proto import ipc
 from proto.config import Config
@@ -80,8 +81,12 @@ class PoolManager:
         self.gateway = gateway_socket
         self.turn_codec = Codec(GatewayIn)
         self.turn_answers = Codec(GatewayOut)
-        # Model turns asked of the gateway and not answered yet: request id -> job id.
-        self.turns: dict[str, str] = {}
+        # Model turns asked of the gateway and not answered yet: request id -> the encoded
+        # request, sent again if the gateway restarts (what it held died with it).
+        self.turns: dict[str, bytes] = {}
+        self.gateway_monitor = (gateway_socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                                if gateway_socket is not None else None)
+        self.gateway_lost = False
         self.loop = loop
         self.backend = backend
         self.backend_note = backend_note
@@ -101,12 +106,13 @@ class PoolManager:
         self.load_timer: Timer | None = None
         self.state = "serving"
         self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0,
-                       "model_turns": 0, "deltas": 0}
+                       "model_turns": 0, "deltas": 0, "turns_resent": 0}
 
     def start(self) -> None:
         self.storage.start()
         if self.gateway is not None:
             self.loop.add_reader(self.gateway, self.on_gateway_readable)
+            self.loop.add_reader(self.gateway_monitor, self._on_gateway_monitor)
         self.pool.start()
         self._update_reading()
         log.info("agents run on the %s backend%s", self.backend.name,
@@ -258,15 +264,35 @@ class PoolManager:
             self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
                                                  error=f"malformed model request: {shorten(str(exc))}"))
             return
+        data = self.turn_codec.encode(request)
         try:
-            self.gateway.send(self.turn_codec.encode(request), zmq.NOBLOCK)
+            self.gateway.send(data, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="provider",
                                                  error=f"the model gateway is not reachable ({exc.strerror})"))
             return
         active.asking = req
-        self.turns[req] = job.id
+        self.turns[req] = data
         self.counts["model_turns"] += 1
+
+    def _on_gateway_monitor(self) -> None:
+        """A connect after a disconnect is a restarted gateway: the turns the old one held
+        are sent again (their agents are waiting for them)."""
+        while self.gateway_monitor.poll(0):
+            event = recv_monitor_message(self.gateway_monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self.gateway_lost = True
+            elif event == zmq.EVENT_CONNECTED and self.gateway_lost:
+                self.gateway_lost = False
+                if self.turns:
+                    log.warning("the model gateway reconnected; sending its %d unanswered turns again",
+                                len(self.turns))
+                for data in self.turns.values():
+                    try:
+                        self.gateway.send(data, zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        pass  # the job's timeout answers it
+                self.counts["turns_resent"] += len(self.turns)
 
     def on_gateway_readable(self) -> None:
         for frame in received(self.gateway, self.turn_answers, "the model gateway", log):
