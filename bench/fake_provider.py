@@ -39,6 +39,9 @@ class Answer:
     output_tokens: int = 5
     tool_call: dict | None = None  # {"id", "name", "arguments": dict}
     usage: bool = True  # False: an OpenAI-compatible stream without usage (llama-cpp-python's)
+    # A real model thinks before its first token and between tokens (seconds).
+    first_delay: float = 0.0
+    piece_delay: float = 0.0
 
 
 @dataclass
@@ -177,7 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         self._event("content_block_start", {"type": "content_block_start", "index": 0,
                                             "content_block": {"type": "text", "text": ""}})
         self._event("ping", {"type": "ping"})
-        for piece in step.pieces:
+        for number, piece in enumerate(step.pieces):
+            time.sleep(step.first_delay if number == 0 else step.piece_delay)
             self._text(call, "content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "text_delta", "text": piece}})
         self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
@@ -206,7 +210,8 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(step, StreamError):
             self._event(None, {"error": {"type": "server_error", "message": "scripted"}})
             return
-        for piece in step.pieces:
+        for number, piece in enumerate(step.pieces):
+            time.sleep(step.first_delay if number == 0 else step.piece_delay)
             self._text(call, None, chunk({"content": piece}))
         finish = "stop"
         if step.tool_call:
@@ -225,10 +230,13 @@ class Handler(BaseHTTPRequestHandler):
         self._event(None, "[DONE]")
 
 
-def serve_in_process(key: str, connection) -> None:
+def serve_in_process(key: str, connection, answer: Answer | None = None) -> None:
     """Run a provider in a process of its own (the bench: its threads must not share a GIL
-    with what is measured). Sends its URL, then each call's first-byte time, on connection."""
+    with what is measured). Sends its URL, then each call's first-byte time, on connection.
+    answer: how every call is answered."""
     provider = FakeProvider(key)
+    if answer is not None:
+        provider.next_step = lambda: answer
     lock = threading.Lock()
 
     def report(call: Call) -> None:
