@@ -107,6 +107,7 @@ def test_a_container_light_message_is_answered_by_the_real_server_with_streamed_
     assert model == MODEL_NAME and tokens_in > 0 and tokens_out > 0
     cost = client.ask("/cost", chat="llama")["text"]
     assert int(re.search(r"(\d+) tokens", cost).group(1)) >= tokens_in + tokens_out, cost
+    assert f"tokens of models with no price, whose cost is unknown: {MODEL_NAME}" in cost, cost
     # The model has no price: flagged, not counted as $0; its usage here is an estimate
     # (llama-cpp-python's stream carries none), and says so.
     stats = wait_for(lambda: (s := system.service("model-gateway")["stats"]).get("unpriced_models") and s,

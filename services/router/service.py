@@ -58,7 +58,7 @@ class Router:
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
-        self.inline = InlineResponder(self.stats, self._spend_today)
+        self.inline = InlineResponder(self.stats, self._spend_today, self._unpriced_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed, self._on_store_refused,
                                    self._on_store_kept)
@@ -225,6 +225,15 @@ class Router:
     def _spend_today(self) -> tuple[int, int, float]:
         midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
         return self._read(lambda db: spend_since(db, midnight), (0, 0, 0.0))
+
+    def _unpriced_today(self) -> dict[str, int]:
+        """Today's tokens per model that has no price in [prices] (its cost is unknown)."""
+        midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
+        rows = self._read(lambda db: db.execute(
+            "SELECT model, sum(input_tokens + output_tokens) FROM usage WHERE created_at >= ? "
+            "GROUP BY model", (midnight,)).fetchall(), [])
+        return {model: tokens for model, tokens in rows
+                if model not in self.full_config.prices and tokens}
 
     def _read(self, query: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
         """A query on the database, or ``default`` while there is none or it cannot be read
