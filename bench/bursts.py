@@ -29,7 +29,7 @@ MESSAGE = "Please debug this stack trace and explain why the parser fails: KeyEr
 ANSWER_TIMEOUT = 120.0
 READY_DEADLINE = 60.0
 STATUS_SETTLE = 0.05
-INTERIM = ("queued", "progress")
+INTERIM = ("queued", "progress", "delta")
 
 
 def pool_stats(system) -> dict:

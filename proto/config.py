@@ -39,6 +39,7 @@ class Endpoints(_Section):
     store: str
     search: str
     pool: str
+    gateway: str
     supervisor: str
     allow_network: bool
 
@@ -164,7 +165,7 @@ class Pool(_Section):
     memory: str
     pids: int
     cpus: float
-    network: str
+    agent_network: str
     queue_hwm: int
     queue_buffer_bytes: int
 
@@ -182,7 +183,47 @@ class Agents(_Section):
     api_key_file: str
     light_model: str
     full_model: str
+    anthropic_light_model: str
+    anthropic_full_model: str
+    openai_light_model: str
+    openai_full_model: str
+    light_max_tokens: int
+    full_max_tokens: int
+    light_timeout: float
+    full_timeout: float
+    light_max_steps: int
+    full_max_steps: int
     daily_budget_usd: float
+    budget_warn_share: float
+
+    def tier(self, tier: str) -> "TierSettings":
+        """The model and limits of a container tier ("container-light" or "container-full")."""
+        size = "light" if tier == "container-light" else "full"
+        return TierSettings(model=getattr(self, f"{size}_model"),
+                            max_tokens=getattr(self, f"{size}_max_tokens"),
+                            timeout=getattr(self, f"{size}_timeout"),
+                            max_steps=getattr(self, f"{size}_max_steps"))
+
+
+class TierSettings(msgspec.Struct, frozen=True):
+    model: str
+    max_tokens: int
+    timeout: float
+    max_steps: int
+
+
+class Gateway(_Section):
+    max_in_flight: int
+    retries: int
+    backoff_initial: float
+    backoff_max: float
+    retry_after_max: float
+    connect_timeout: float
+    chars_per_token: float
+    anthropic_url: str
+    openai_url: str
+    anthropic_version: str
+    hard_frame_bytes: int
 
 
 class Web(_Section):
@@ -214,6 +255,7 @@ class Config(_Section):
     pool: Pool
     jobs: Jobs
     agents: Agents
+    gateway: Gateway
     web: Web
     prices: dict[str, Price]
 
@@ -254,11 +296,21 @@ class Config(_Section):
         return f"ipc://{self.run_dir}/{service}.ctl"
 
 
+# Keys that once existed, and what replaced them: said plainly instead of "unknown key".
+RETIRED_KEYS = {
+    ("pool", "network"): "pool.network is retired: agents reach models through the model gateway "
+                         "and need no network; pool.agent_network gives one to tools only "
+                         "(see SECURITY.md)",
+}
+
+
 def _merge(base: dict, override: Mapping, origin: str) -> None:
     for section, values in override.items():
         if section not in base or not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: unknown section [{section}]")
         for key, value in values.items():
+            if (section, key) in RETIRED_KEYS:
+                raise ConfigError(f"{origin}: {RETIRED_KEYS[section, key]}")
             if key not in base[section] and section not in OPEN_SECTIONS:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}")
             base[section][key] = value
@@ -274,6 +326,8 @@ def _env_overrides(raw: dict, env: Mapping[str, str]) -> dict:
         else:
             rest = name[len(ENV_PREFIX):].lower()
             section, _, key = rest.partition("_")
+            if (section, key) in RETIRED_KEYS:
+                raise ConfigError(f"environment: {name}: {RETIRED_KEYS[section, key]}")
             if section not in raw or key not in raw[section]:
                 continue  # other tools' variables share the prefix (e.g. WARMWIRE_IMAGE_BASE)
         overrides.setdefault(section, {})[key] = value
@@ -303,4 +357,16 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("router.hard_frame_bytes must be >= router.max_frame_bytes")
     if config.search.max_note_chars < config.learn.note_chars:
         raise ConfigError("search.max_note_chars must be >= learn.note_chars")
-    return config
+    if not 0 < config.agents.budget_warn_share <= 1:
+        raise ConfigError("agents.budget_warn_share must be in (0, 1]")
+    return _with_default_models(config)
+
+
+def _with_default_models(config: Config) -> Config:
+    """Empty tier models become the provider kind's defaults ("offline" for none)."""
+    agents = config.agents
+    kind = agents.provider
+    light = agents.light_model or (getattr(agents, f"{kind}_light_model") if kind != "offline" else "offline")
+    full = agents.full_model or (getattr(agents, f"{kind}_full_model") if kind != "offline" else "offline")
+    return msgspec.structs.replace(config, agents=msgspec.structs.replace(
+        agents, light_model=light, full_model=full))

@@ -185,6 +185,13 @@ def unfinished_messages(conn: sqlite3.Connection) -> list[tuple[str, str, str, s
     ).fetchall()
 
 
+def tokens_by_model_since(conn: sqlite3.Connection, since: float) -> dict[str, int]:
+    """Tokens per model since a time (seconds since the epoch)."""
+    return dict(conn.execute(
+        "SELECT model, sum(input_tokens + output_tokens) FROM usage WHERE created_at >= ? GROUP BY model",
+        (since,)).fetchall())
+
+
 def spend_since(conn: sqlite3.Connection, since: float) -> tuple[int, int, float]:
     """(jobs, tokens, USD) of the agents' usage since a time (seconds since the epoch)."""
     jobs, tokens, cost = conn.execute(

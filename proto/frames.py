@@ -43,11 +43,13 @@ class Reply(Frame, tag="reply"):
     text: str
 
 
-NoticeKind = Literal["queued", "busy", "error", "unavailable", "progress"]
+NoticeKind = Literal["queued", "busy", "error", "unavailable", "progress", "delta"]
 
 
 class Notice(Frame, tag="notice"):
-    """Anything that is not the answer: queued, busy, error, a tier not available, progress."""
+    """Anything that is not the answer: queued, busy, error, a tier not available, progress,
+    and ``delta``: a piece of a model's answer as it streams (the final ``reply`` still
+    carries the whole text; a delta is never stored)."""
 
     id: str
     kind: NoticeKind
@@ -455,10 +457,116 @@ class JobResult(Frame, tag="job-result"):
     # The pool-manager's concurrency limit now: the router sends no more jobs than this
     # before answers come back, so the kernel's socket buffers cannot hide a queue.
     slots: int = 0
+    # "budget": no answer because today's model budget is spent (``error`` says so for the
+    # user, ``retry_after`` is the time until the budget renews). "" for any other result.
+    refused: str = ""
+    retry_after: float | None = None
+
+
+class JobDelta(Frame, tag="job-delta"):
+    """A piece of the model's answer to a job, as it streams (sent on as a ``delta``
+    notice; never stored). ``slots``: see JobResult."""
+
+    id: str
+    chat: str
+    text: str
+    slots: int = 0
 
 
 PoolIn = Job
-PoolOut = Union[JobProgress, JobResult]
+PoolOut = Union[JobProgress, JobResult, JobDelta]
+
+
+# --- model frames: pool-manager <-> model gateway ------------------------------------------
+#
+# One model turn, provider-neutral: the gateway turns it into an Anthropic Messages or an
+# OpenAI-compatible chat completion request, streams the answer, and gives back the finished
+# turn. Tools and tool calls are carried already, so an agent's tool loop needs no new frame.
+
+class ToolSpec(msgspec.Struct, gc=False, omit_defaults=True):
+    """A tool the model may call: ``parameters`` is a JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+
+class ToolCall(msgspec.Struct, gc=False, omit_defaults=True):
+    """The model asks for a tool to be run; ``id`` ties the result to the call."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ModelMessage(msgspec.Struct, gc=False, omit_defaults=True):
+    """One message of the conversation a turn continues. ``tool``: the result of the call
+    ``tool_call_id`` (``content`` is its output)."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str = ""
+
+
+class TurnRequest(Frame, tag="turn-request"):
+    """Ask the model for one turn. ``req`` is unique per turn (the answer repeats it);
+    ``job`` and ``chat`` say whose it is (usage is recorded per job, deltas reach its
+    client); the model, its limits and the provider come from the gateway's settings for
+    ``tier``."""
+
+    req: str
+    job: str
+    chat: str
+    tier: Tier
+    system: str = ""
+    messages: list[ModelMessage] = []
+    tools: list[ToolSpec] = []
+    stream: bool = True
+
+
+class TurnDelta(Frame, tag="turn-delta"):
+    """Text of turn ``req`` as it streams from the provider."""
+
+    req: str
+    job: str
+    chat: str
+    text: str
+
+
+TurnError = Literal["", "budget", "provider", "config", "busy"]
+
+
+class TurnResult(Frame, tag="turn-result"):
+    """The finished turn: its whole text, any tool calls, the provider's own token counts.
+    ``error``: why there is none (``error_kind`` "budget": today's budget is spent and no
+    provider call was made; ``retry_after`` is the time until it renews). ``cost_usd`` is
+    None when the model has no price (``unpriced``): never counted as $0."""
+
+    req: str
+    job: str
+    chat: str
+    text: str = ""
+    tool_calls: list[ToolCall] = []
+    stop_reason: str = ""
+    model: str = ""
+    provider: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced: bool = False
+    # The provider's stream carried no usage: the counts are the gateway's estimate.
+    usage_estimated: bool = False
+    attempts: int = 0
+    error: str = ""
+    error_kind: TurnError = ""
+    retry_after: float | None = None
+    # Set once, when today's spend crosses the warning share of the budget: for the user.
+    budget_notice: str = ""
+
+
+GatewayIn = TurnRequest
+GatewayOut = Union[TurnDelta, TurnResult]
 
 
 # msgspec raises these two outside its DecodeError; the decoders turn them into one.

@@ -8,8 +8,9 @@ Layout of one agent's IPC area on the host (made by `prepare`):
     <root>/                 0700, host only
         ipc.key             the per-container HMAC key (hex); mounted read-only in the container
         ipc/                bind-mounted read-write at /ipc
-            in/             host -> agent: `job`, `stop`
-            out/            agent -> host: `ready`, `progress`, `reply`, `result`, `error`, `exit`
+            in/             host -> agent: `job`, `stop`, `turn` (a model turn it asked for)
+            out/            agent -> host: `ready`, `progress`, `model` (ask for a model turn),
+                            `reply`, `result`, `error`, `exit`
 
 Why a key file and not an env var: a container's env is shown to anyone who can run
 `docker inspect`, and ends up in crash dumps and `ps e`; a 0400 file outside the writable
@@ -44,8 +45,8 @@ MAX_TS = 1e11                       # seconds since the epoch; beyond is not a t
                                     # int this large or larger cannot even become a float)
 SIG_HEX_LEN = 64
 
-HOST_KINDS = frozenset({"job", "stop"})
-AGENT_KINDS = frozenset({"ready", "progress", "reply", "result", "error", "exit"})
+HOST_KINDS = frozenset({"job", "stop", "turn"})
+AGENT_KINDS = frozenset({"ready", "progress", "model", "reply", "result", "error", "exit"})
 KINDS = HOST_KINDS | AGENT_KINDS
 FIELDS = frozenset({"v", "kind", "chat", "job", "seq", "ts", "payload", "sig"})
 

@@ -61,6 +61,8 @@ SERVICES = (
     ServiceSpec("store-writer", "services.store_writer"),
     ServiceSpec("chroma", command=chroma_command, heartbeat=chroma_heartbeat),
     ServiceSpec("search-cache", "services.search_cache"),
+    # Before the pool-manager (its agents ask it for model turns), stopped after it.
+    ServiceSpec("model-gateway", "services.model_gateway"),
     ServiceSpec("pool-manager", "services.pool_manager"),
     ServiceSpec("router", "services.router"),
     # The web page is a client of the router's frontend and of this supervisor's status.

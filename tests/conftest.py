@@ -106,7 +106,7 @@ class Client:
         id = self.send(text, **kwargs)
         while True:
             frame = self.recv()
-            if frame.get("id") == id and frame.get("kind") not in ("queued", "progress"):
+            if frame.get("id") == id and frame.get("kind") not in ("queued", "progress", "delta"):
                 return frame
 
     def close(self) -> None:

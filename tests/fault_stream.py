@@ -177,7 +177,7 @@ class Stream(threading.Thread):
             self.tally.strays.append(frame)
             return
         message.last_activity = time.monotonic()
-        if kind in ("queued", "progress"):
+        if kind in ("queued", "progress", "delta"):
             return
         if kind == "busy" and message.final is None and message.busy < BUSY_RETRIES \
                 and (frame.get("retry_after") or 0) <= BUSY_RETRY_MAX_WAIT:

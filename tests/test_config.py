@@ -49,3 +49,25 @@ def test_a_bad_setting_fails_with_a_message_naming_it(tmp_path, content, message
 def test_a_wrongly_typed_variable_names_its_key():
     with pytest.raises(ConfigError, match="router.max_frame_bytes"):
         load({"WARMWIRE_ROUTER_MAX_FRAME_BYTES": "lots"})
+
+
+@pytest.mark.parametrize("provider, light, full", [
+    ("offline", "offline", "offline"),
+    ("anthropic", "claude-3-5-haiku-latest", "claude-sonnet-4-5"),
+    ("openai", "gpt-4o-mini", "gpt-4o"),
+])
+def test_tier_models_default_to_the_provider_kinds_own(provider, light, full):
+    agents = load({"WARMWIRE_AGENTS_PROVIDER": provider}).agents
+    assert (agents.light_model, agents.full_model) == (light, full)
+    assert agents.tier("container-light").model == light and agents.tier("container-full").model == full
+    chosen = load({"WARMWIRE_AGENTS_PROVIDER": provider, "WARMWIRE_AGENTS_LIGHT_MODEL": "mine"}).agents
+    assert chosen.light_model == "mine" and chosen.full_model == full
+
+
+def test_the_retired_pool_network_is_refused_with_what_replaced_it(tmp_path):
+    with pytest.raises(ConfigError, match="pool.network is retired.*agent_network"):
+        load({"WARMWIRE_POOL_NETWORK": "bridge"})
+    path = tmp_path / "old.toml"
+    path.write_text("[pool]\nnetwork = 'host'\n")
+    with pytest.raises(ConfigError, match="pool.network is retired"):
+        load({"WARMWIRE_CONFIG": str(path)})

@@ -251,7 +251,7 @@ def flood(frontend: str) -> Counter:
                 client.send(text, chat="flood", id=f"flood-{sent}")
                 sent += 1
             frame = client.recv()
-            if frame_kind(frame) not in ("queued", "progress"):
+            if frame_kind(frame) not in ("queued", "progress", "delta"):
                 finals[frame_kind(frame)] += 1
     finally:
         client.close()

@@ -195,7 +195,7 @@ def answer_as_agent(system: Warmwire, root: Path, chat: str, write) -> list[dict
     with ipc.Writer(ipc.layout(root).from_agent, ipc.Secret.from_file(root / ipc.KEY_FILE), chat=chat) as agent:
         write(agent, message_id)
     frames = []
-    while not frames or frames[-1]["id"] != message_id or frames[-1].get("kind") in ("queued", "progress"):
+    while not frames or frames[-1]["id"] != message_id or frames[-1].get("kind") in ("queued", "progress", "delta"):
         frames.append(client.recv())
     return [frame for frame in frames if frame["id"] == message_id]
 

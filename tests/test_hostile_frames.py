@@ -104,7 +104,7 @@ def test_the_router_explains_every_rejected_frame_in_one_short_sentence(data):
     codec = CODECS["router frontend (ClientIn)"]
     try:
         codec.decode(data)
-    except msgspec.DecodeError as error:
+    except msgspec.DecodeError:
         frame_id, reason = describe_decode_error(data)
         assert isinstance(frame_id, str) and reason and "\n" not in reason and len(reason) < 300
 

@@ -5,14 +5,10 @@ tests need a Docker engine: without one they are skipped with the reason; with o
 really build (images.build), start a hardened container, and talk to it through its folder.
 """
 
-import http.server
-import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import uuid
 
 import pytest
@@ -121,8 +117,7 @@ def test_offline_answer_in_thai():
                                                              "ซื้อนมและข้าว"]}, env={})
     assert out["offline"] and "เอเจนต์ออฟไลน์" in out["text"] and "วันศุกร์" in out["text"]
     assert "ซื้อนม" not in out["text"]
-    assert agent.provider_config(None, {}) is None                     # not configured
-    assert agent.provider_config(None, {"WARMWIRE_PROVIDER": "anthropic"}) is None  # no key
+    assert not hasattr(agent, "provider_config")  # the agent has no provider code left
 
 
 def test_build_without_engine_fails_clearly(tmp_path):
@@ -215,74 +210,72 @@ def test_container_stops_cleanly_on_sigterm(container):
     assert watch.wait("exit", ipc.ANY_CHAT, EXIT_TIMEOUT_S).payload["reason"] == "SIGTERM"
 
 
-# ------------------------------------------------------------------ provider code (loopback fake)
+# ------------------------------------------------------------------ model turns through the host
 
 
-@pytest.fixture
-def fake_provider():
-    """A loopback HTTP server that answers like the Anthropic / OpenAI-compatible APIs."""
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            if self.path == "/v1/messages":
-                out = {"content": [{"type": "text", "text": "model says hi"}],
-                       "usage": {"input_tokens": 5, "output_tokens": 3}}
-            elif self.path == "/v1/chat/completions":
-                out = {"choices": [{"message": {"content": "compat says hi"}}],
-                       "usage": {"total_tokens": 8}}
-            else:
-                self.send_response(404)
-                self.end_headers()
-                return
-            data = json.dumps(out).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", seen
-    server.shutdown()
-    server.server_close()
+MODEL_JOB = dict(JOB, model={"tier": "container-light", "max_steps": 3},
+                 history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
 
 
-def test_providers_against_loopback_fake(fake_provider, tmp_path):
-    url, seen = fake_provider
+def test_the_agent_asks_the_host_for_model_turns_and_answers_with_the_model_text():
     agent = _agent_module()
-    key_file = tmp_path / "provider.key"
-    key_file.write_text("sk-test-123\n")
-    env = {"WARMWIRE_PROVIDER": "anthropic", "WARMWIRE_PROVIDER_URL": url,
-           "WARMWIRE_PROVIDER_KEY_FILE": str(key_file), "WARMWIRE_MODEL": "m-small"}
-    out = agent.answer(JOB, env)
-    assert out == {"text": "model says hi", "agent": "anthropic:m-small", "offline": False,
+    asked = []
+
+    def ask(request):
+        asked.append(request)
+        return {"text": "Friday, 10am.", "provider": "anthropic", "model": "m-small",
+                "usage": {"input_tokens": 5, "output_tokens": 3}}
+
+    out = agent.answer(MODEL_JOB, {}, ask)
+    assert out == {"text": "Friday, 10am.", "agent": "anthropic:m-small", "offline": False,
                    "usage": {"input_tokens": 5, "output_tokens": 3}}
-    path, headers, body = seen[-1]
-    assert headers["x-api-key"] == "sk-test-123" and "Friday" in body["system"]
-    assert body["messages"][-1] == {"role": "user", "content": JOB["text"]}
-
-    job = dict(JOB, provider={"kind": "openai", "base_url": f"{url}/v1", "model": "local"})
-    out = agent.answer(job, {})                      # a local server needs no key
-    assert out["text"] == "compat says hi" and out["agent"] == "openai:local"
-    assert "authorization" not in seen[-1][1]
+    (request,) = asked
+    assert request["step"] == 1 and "Friday" in request["system"]
+    assert request["messages"] == MODEL_JOB["history"] + [{"role": "user", "content": JOB["text"]}]
 
 
-def test_provider_failure_falls_back_to_labelled_offline_answer(fake_provider):
-    url, _ = fake_provider
+def test_a_failed_turn_falls_back_to_a_labelled_offline_answer_and_a_budget_refusal_is_passed_on():
     agent = _agent_module()
-    env = {"WARMWIRE_PROVIDER": "openai", "WARMWIRE_PROVIDER_URL": f"{url}/nope",
-           "OPENAI_API_KEY": "sk-secret-456"}
-    out = agent.answer(JOB, env)
-    assert out["offline"] and out["provider_error"] == "openai: HTTP 404"
+    out = agent.answer(MODEL_JOB, {}, lambda request: {"error": "anthropic: HTTP 500", "error_kind": "provider"})
+    assert out["offline"] and out["provider_error"] == "anthropic: HTTP 500"
     assert "provider failed" in out["text"] and "Friday" in out["text"]
-    assert "sk-secret-456" not in json.dumps(out)
+    out = agent.answer(MODEL_JOB, {}, lambda request: {"error": "budget spent", "error_kind": "budget",
+                                                       "retry_after": 60.0})
+    assert out["refused"] == "budget" and out["notice"] == "budget spent" and out["retry_after"] == 60.0
+
+
+def test_tool_calls_without_tools_are_answered_within_the_step_limit():
+    agent = _agent_module()
+    turns = []
+
+    def ask(request):
+        turns.append(request)
+        return {"text": "", "tool_calls": [{"id": "c1", "name": "ls", "arguments": {}}], "usage": {}}
+
+    agent.answer(MODEL_JOB, {}, ask)
+    assert [t["step"] for t in turns] == [1, 2, 3]  # max_steps
+    assert turns[-1]["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "no tools are available"}
+
+
+def test_local_runner_waits_for_the_hosts_turn_with_inotify(local_runner):
+    lay, secret, watch, proc, alive = local_runner
+    watch.wait("ready", ipc.UNASSIGNED_CHAT, READY_TIMEOUT_S, alive)
+    send(lay, secret, "job", "job-1", MODEL_JOB)
+    asked = watch.wait("model", CHAT, RESULT_TIMEOUT_S, alive)
+    assert asked.job == "job-1" and asked.payload["step"] == 1
+    send(lay, secret, "job", "job-2", JOB)                # waits until job-1 is done
+    send(lay, secret, "turn", "job-0", {"text": "stale"})  # a turn for no job of ours: dropped
+    send(lay, secret, "turn", "job-1", {"text": "model text", "provider": "openai", "model": "m",
+                                        "usage": {"input_tokens": 1, "output_tokens": 2}})
+    result = watch.wait("result", CHAT, RESULT_TIMEOUT_S, alive)
+    assert result.job == "job-1" and result.payload["text"] == "model text"
+    second = watch.wait("result", CHAT, RESULT_TIMEOUT_S, alive)  # then job-2, offline
+    assert second.job == "job-2" and second.payload["offline"] and "Friday" in second.payload["text"]
+    send(lay, secret, "job", "job-3", MODEL_JOB)
+    watch.wait("model", CHAT, RESULT_TIMEOUT_S, alive)
+    proc.terminate()                                       # SIGTERM while waiting for a turn
+    assert proc.wait(EXIT_TIMEOUT_S) == 0
+    assert watch.wait("exit", CHAT, EXIT_TIMEOUT_S).payload["reason"] == "SIGTERM"
 
 
 def test_local_runner_exits_when_its_folder_is_removed(local_runner):

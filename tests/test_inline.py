@@ -30,3 +30,11 @@ def test_commands_answer_from_the_router_itself():
 
 def test_an_unknown_command_says_so_and_points_to_help():
     assert responder().respond("command", "/launch rockets") == "Unknown command /launch. Send /help for the list."
+
+
+def test_cost_names_the_tokens_of_models_without_a_price_instead_of_counting_them_as_free():
+    unpriced = InlineResponder(lambda: STATS, lambda: (3, 1200, 0.0125), lambda: {"local-llama": 800})
+    assert unpriced.respond("command", "/cost") == (
+        "today: 3 agent jobs, 1200 tokens, $0.0125 (not counting 800 tokens of models with no price, "
+        "whose cost is unknown: local-llama)")
+    assert "ไม่รวม 800 โทเค็น" in unpriced.respond("command", "/cost ค่าใช้จ่าย")

@@ -160,7 +160,7 @@ def test_fifty_messages_at_once_get_replies_or_notices_and_all_are_stored(system
     notices: dict[str, list[str]] = {}
     while len(final) < len(ids):
         frame = client.recv(timeout=ANSWER_DEADLINE)
-        if frame["type"] == "notice" and frame["kind"] in ("queued", "progress"):
+        if frame["type"] == "notice" and frame["kind"] in ("queued", "progress", "delta"):
             notices.setdefault(frame["id"], []).append(frame["kind"])
             continue
         final[frame["id"]] = frame

@@ -4,9 +4,10 @@ server and client keys, and the per-agent IPC keys it makes itself) is driven th
 tier, commands and errors; then everything it wrote or said is searched for each secret,
 in plain, hex, base64 and z85 forms.
 
-The model provider is a small HTTP server in this test that checks the key it is sent, so
-the key provably travels to where it belongs, and nowhere else. Docker agents get the host's
-network here (pool.network = host) only so that they can reach it on loopback.
+The model provider is a small HTTP server in this test (bench/fake_provider.py, streaming
+like Anthropic's API) that checks the key it is sent, so the key provably travels to where it
+belongs (from the model gateway) and nowhere else. Agents have no network and no key: they ask
+the gateway for model turns over their IPC folder.
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import msgspec
@@ -29,6 +27,7 @@ import zmq
 from zmq.utils import z85
 
 from conftest import REPO, Warmwire, free_port, wait_for
+from bench.fake_provider import FakeProvider
 from proto.config import load
 from proto.curve import load_pair, load_public
 from services.pool_manager.backends.common import home_label
@@ -39,42 +38,7 @@ ANSWER_DEADLINE = 60.0
 PROVOKE_401 = "provoke-401"
 PROVIDER_REFUSES = f"Please analyse this and {PROVOKE_401}: why does my build fail on line 7?"
 # Files that are meant to hold a secret (and are themselves owner-only).
-SECRET_FILES = ("ipc.key", "provider.key", "server.key_secret", "client.key_secret")
-
-
-class FakeProvider(ThreadingHTTPServer):
-    """Anthropic's Messages API, as far as the agent uses it. A wrong key gets 401; so does
-    a message asking for it, with the key echoed in the body as some real APIs do."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(("127.0.0.1", 0), ProviderHandler)
-        self.key = key
-        self.keys_seen: list[str] = []
-        self.answered = 0
-
-
-class ProviderHandler(BaseHTTPRequestHandler):
-    server: FakeProvider
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        key = self.headers.get("x-api-key", "")
-        self.server.keys_seen.append(key)
-        if key != self.server.key or PROVOKE_401 in json.dumps(body):
-            status, answer = 401, {"error": {"message": f"invalid x-api-key {key}"}}
-        else:
-            self.server.answered += 1
-            status, answer = 200, {"content": [{"type": "text", "text": "the model says: fine"}],
-                                   "usage": {"input_tokens": 12, "output_tokens": 5}}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+SECRET_FILES = ("ipc.key", "server.key_secret", "client.key_secret")
 
 
 def forms(label: str, secret: bytes) -> list[tuple[str, bytes]]:
@@ -100,8 +64,7 @@ def system(request, tmp_path_factory):
     key_file = outside / "anthropic.key"
     key_file.write_text(provider_key + "\n")
     key_file.chmod(0o600)
-    provider = FakeProvider(provider_key)
-    threading.Thread(target=provider.serve_forever, daemon=True).start()
+    provider = FakeProvider(provider_key, refuse_text=PROVOKE_401).start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
     env.update(
@@ -110,9 +73,9 @@ def system(request, tmp_path_factory):
         WARMWIRE_ROUTER_CURVE_AUTHORIZED_KEYS="keys/authorized",
         WARMWIRE_CLIENT_CURVE_SERVER_KEY_FILE="keys/server.key",
         WARMWIRE_CLIENT_CURVE_SECRET_KEY_FILE="keys/client.key_secret",
-        WARMWIRE_POOL_BACKEND=request.param, WARMWIRE_POOL_NETWORK="host",
+        WARMWIRE_POOL_BACKEND=request.param,
         WARMWIRE_AGENTS_PROVIDER="anthropic", WARMWIRE_AGENTS_API_KEY_FILE=str(key_file),
-        WARMWIRE_AGENTS_PROVIDER_URL=f"http://127.0.0.1:{provider.server_address[1]}",
+        WARMWIRE_AGENTS_PROVIDER_URL=provider.url,
         # A key in the environment too: the agents must not get it, nor anything print it.
         ANTHROPIC_API_KEY=f"sk-ant-env-WWSECRET{uuid.uuid4().hex}",
         OPENAI_API_KEY=f"sk-openai-env-WWSECRET{uuid.uuid4().hex}",
@@ -134,7 +97,7 @@ def system(request, tmp_path_factory):
     warmwire.start()
     yield warmwire
     warmwire.stop()
-    provider.shutdown()
+    provider.stop()
 
 
 def collect_ipc_keys(system: Warmwire) -> None:
@@ -211,7 +174,7 @@ def final_frame(client, message_id: str, frames: list[bytes]) -> dict:
         assert raw is not None, f"no answer to {message_id}"
         frames.append(raw)
         frame = msgspec.msgpack.decode(raw)
-        if frame.get("id") == message_id and frame.get("kind") not in ("queued", "progress"):
+        if frame.get("id") == message_id and frame.get("kind") not in ("queued", "progress", "delta"):
             return frame
 
 
@@ -222,9 +185,9 @@ def test_agent_folders_are_private_to_warmwire_and_the_agent(system):
     agent_uid = 10001 if os.geteuid() == 0 and system.backend == "docker" else os.geteuid()
     for root in agents.iterdir():
         assert root.stat().st_mode & 0o777 == 0o700 and root.stat().st_uid == os.geteuid()
-        keys = ("ipc.key", "provider.key") if system.backend == "docker" else ("ipc.key",)
-        for key in (root / name for name in keys):
-            assert key.stat().st_mode & 0o777 == 0o400 and key.stat().st_uid == agent_uid, key
+        key = root / "ipc.key"
+        assert key.stat().st_mode & 0o777 == 0o400 and key.stat().st_uid == agent_uid, key
+        assert not (root / "provider.key").exists()  # no provider key reaches an agent
         for folder in (root / "ipc", root / "ipc" / "in", root / "ipc" / "out"):
             info = folder.stat()
             assert info.st_mode & 0o777 == 0o700 and info.st_uid == agent_uid, folder
@@ -246,7 +209,7 @@ def test_no_secret_leaves_in_a_log_frame_row_or_status(system):
     tiers = {frame.get("tier") for frame in answers.values()}
     assert {"inline", "oracle-only", "container-light", "container-full"} <= tiers, answers
     # The key reached the provider (so it was live in this run), and only the right one did.
-    assert system.provider.answered >= 2 and set(system.provider.keys_seen) == {system.provider.key}, \
+    assert system.provider.answered >= 2 and system.provider.keys_seen() == {system.provider.key}, \
         [frame.get("text") for frame in answers.values()]
     assert "the model says: fine" in answers["how many legs does a spider have?"]["text"]
     assert "HTTP 401" in answers[PROVIDER_REFUSES]["text"]

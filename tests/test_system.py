@@ -17,7 +17,7 @@ from services.router.classifier import Classifier
 from supervisor.supervisor import SERVICES as supervised_services
 
 pytestmark = pytest.mark.slow
-SERVICES = ("store-writer", "search-cache", "pool-manager", "router")
+SERVICES = ("store-writer", "search-cache", "model-gateway", "pool-manager", "router")
 RESTART_DEADLINE = 30.0
 
 

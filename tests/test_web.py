@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from conftest import REPO, ANSWER_DEADLINE, Warmwire, free_port, wait_for
+from conftest import REPO, ANSWER_DEADLINE, free_port, wait_for
 from proto.frames import FRAME_MISSING_FIELDS, NO_TYPE, UNKNOWN_TYPE
 
 pytestmark = pytest.mark.slow

@@ -1,38 +1,24 @@
-"""What the runner does with one job: ask a configured model provider, else the offline agent.
+"""What the runner does with one job: ask the model gateway for model turns, else answer as
+the offline agent.
 
-stdlib only (it ships in the agent image). urllib is imported lazily: it pulls in ssl, http
-and email, which would add to every container's cold start for nothing when no provider is
-configured.
+stdlib only (it ships in the agent image). The agent never talks to a provider and never
+holds a key or needs a network: each model turn is a signed `model` file to the host, which
+the pool-manager hands to the model gateway, and a signed `turn` file back (the runner's
+``ask``).
 
 Job payload fields used here:
     text       the user's message
     context    knowledge passages: list of str or {"title", "text", "source"}
     history    optional earlier turns: [{"role": "user"|"assistant", "content": str}]
-    provider   optional {"kind": "anthropic"|"openai", "model", "base_url", "max_tokens",
-               "timeout_s"}: overrides the env settings below, but never carries a key
-
-Provider settings from the environment (keys are read from a file or env, never from a job,
-so they are not written into IPC files or the database):
-    WARMWIRE_PROVIDER            anthropic | openai (OpenAI-compatible: llama.cpp, vLLM, ...)
-    WARMWIRE_MODEL, WARMWIRE_PROVIDER_URL, WARMWIRE_MAX_TOKENS
-    WARMWIRE_PROVIDER_KEY_FILE   file holding the API key (preferred: mount it read-only)
-    ANTHROPIC_API_KEY / OPENAI_API_KEY   fallback
+    model      present when a provider is configured: {"tier", "max_steps"}
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 OFFLINE_AGENT = "offline"
 WEB_INTENT = "web"         # the router's intent for "search the web / look it up online"
-PROVIDER_KINDS = ("anthropic", "openai")
-DEFAULT_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
-DEFAULT_MODELS = {"anthropic": "claude-3-5-haiku-latest", "openai": "gpt-4o-mini"}
-KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
-ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 1024
-DEFAULT_TIMEOUT_S = 60.0
 MAX_PASSAGES = 3           # offline answer: how many knowledge passages to quote
 MAX_SNIPPET_CHARS = 400
 MAX_SYSTEM_CONTEXT_CHARS = 24_000
@@ -41,10 +27,6 @@ THAI_RE = re.compile(r"[\u0E00-\u0E7F]")
 THAI_RUN_RE = re.compile(r"[\u0E00-\u0E7F]+")
 WORD_RE = re.compile(r"[^\W_]{3,}")
 SENTENCE_RE = re.compile(r"(?<=[.!?。])\s+|\n+|\s{2,}")
-
-
-class ProviderError(Exception):
-    """A configured provider could not answer (message never includes the key)."""
 
 
 # ------------------------------------------------------------------ offline agent
@@ -121,36 +103,7 @@ def offline_answer(text: str, context, failure: str = "", intent: str = "") -> s
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------ providers
-
-
-def provider_config(job_provider, env) -> dict | None:
-    """Merge env settings with the job's override; None when no provider is configured."""
-    job_provider = job_provider if isinstance(job_provider, dict) else {}
-    kind = job_provider.get("kind") or env.get("WARMWIRE_PROVIDER", "")
-    if kind not in PROVIDER_KINDS:
-        return None
-    key = ""
-    key_file = env.get("WARMWIRE_PROVIDER_KEY_FILE")
-    if key_file:
-        try:
-            with open(key_file, encoding="utf-8") as f:
-                key = f.read().strip()
-        except OSError:
-            raise ProviderError(f"{kind}: cannot read the provider key file") from None
-    key = key or env.get(KEY_ENV[kind], "")
-    if kind == "anthropic" and not key:
-        return None  # the Messages API always needs a key; a local OpenAI server may not
-    return {
-        "kind": kind,
-        "key": key,
-        "model": job_provider.get("model") or env.get("WARMWIRE_MODEL") or DEFAULT_MODELS[kind],
-        "url": (job_provider.get("base_url") or env.get("WARMWIRE_PROVIDER_URL")
-                or DEFAULT_URLS[kind]).rstrip("/"),
-        "max_tokens": int(job_provider.get("max_tokens")
-                          or env.get("WARMWIRE_MAX_TOKENS") or DEFAULT_MAX_TOKENS),
-        "timeout": float(job_provider.get("timeout_s") or DEFAULT_TIMEOUT_S),
-    }
+# ------------------------------------------------------------------ model turns
 
 
 def _system_prompt(context) -> str:
@@ -162,63 +115,54 @@ def _system_prompt(context) -> str:
     return "\n\n".join(parts)[:MAX_SYSTEM_CONTEXT_CHARS]
 
 
-def _post(url: str, headers: dict, body: dict, timeout: float, kind: str) -> dict:
-    import urllib.error
-    import urllib.request
-    req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), method="POST",
-                                 headers={"content-type": "application/json", **headers})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.load(resp)
-    except urllib.error.HTTPError as e:
-        raise ProviderError(f"{kind}: HTTP {e.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or type(e).__name__
-        raise ProviderError(f"{kind}: unreachable ({reason})") from None
-
-
-def call_provider(cfg: dict, text: str, context, history) -> tuple[str, dict]:
+def _messages(text: str, history) -> list[dict]:
     turns = [h for h in history if isinstance(h, dict)
              and h.get("role") in ("user", "assistant") and isinstance(h.get("content"), str)]
     messages = [{"role": h["role"], "content": h["content"]} for h in turns]
     messages.append({"role": "user", "content": text})
-    system = _system_prompt(context)
-    if cfg["kind"] == "anthropic":
-        data = _post(f"{cfg['url']}/v1/messages",
-                     {"x-api-key": cfg["key"], "anthropic-version": ANTHROPIC_VERSION},
-                     {"model": cfg["model"], "max_tokens": cfg["max_tokens"], "system": system,
-                      "messages": messages}, cfg["timeout"], "anthropic")
-        try:
-            answer = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
-        except (KeyError, TypeError, AttributeError):
-            raise ProviderError("anthropic: unexpected response shape") from None
-        return answer, data.get("usage") or {}
-    headers = {"authorization": f"Bearer {cfg['key']}"} if cfg["key"] else {}
-    data = _post(f"{cfg['url']}/chat/completions", headers,
-                 {"model": cfg["model"], "max_tokens": cfg["max_tokens"],
-                  "messages": [{"role": "system", "content": system}] + messages},
-                 cfg["timeout"], "openai")
-    try:
-        answer = data["choices"][0]["message"]["content"] or ""
-    except (KeyError, IndexError, TypeError):
-        raise ProviderError("openai: unexpected response shape") from None
-    return answer, data.get("usage") or {}
+    return messages
 
 
-def answer(payload: dict, env) -> dict:
-    """The `result` payload for one job."""
+def model_answer(text: str, context, history, model: dict, ask, intent: str = "") -> dict:
+    """Ask the model gateway (through ``ask``, the runner's IPC round trip) for turns until
+    one has no tool call, within the step limit. No tools run yet, so that is one turn."""
+    messages = _messages(text, history)
+    max_steps = model.get("max_steps") if type(model.get("max_steps")) is int else 1
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    turn: dict = {}
+    for step in range(1, max(1, max_steps) + 1):
+        turn = ask({"step": step, "system": _system_prompt(context), "messages": messages})
+        for name in usage:
+            value = (turn.get("usage") or {}).get(name)
+            usage[name] += value if type(value) is int and value > 0 else 0
+        if turn.get("error") or not turn.get("tool_calls"):
+            break
+        # A tool call with no tools offered: say so to the model and let it answer.
+        messages.append({"role": "assistant", "content": turn.get("text", ""),
+                         "tool_calls": turn["tool_calls"]})
+        for call in turn["tool_calls"]:
+            messages.append({"role": "tool", "tool_call_id": str(call.get("id", "")),
+                             "content": "no tools are available"})
+    if turn.get("error_kind") == "budget":
+        return {"text": "", "refused": "budget", "notice": str(turn.get("error", "")),
+                "retry_after": turn.get("retry_after"), "agent": "gateway", "offline": True}
+    if turn.get("error"):
+        failure = str(turn["error"])
+        # Say what failed, then answer offline: never pass offline text off as a model's.
+        return {"text": offline_answer(text, context, failure=failure, intent=intent), "agent": OFFLINE_AGENT,
+                "offline": True, "provider_error": failure}
+    return {"text": str(turn.get("text", "")), "agent": f"{turn.get('provider')}:{turn.get('model')}",
+            "offline": False, "usage": usage}
+
+
+def answer(payload: dict, env, ask=None) -> dict:
+    """The `result` payload for one job. ``ask(request) -> turn``: one model turn through the
+    gateway; used when the job's ``model`` says a provider is configured."""
     text = payload.get("text") if isinstance(payload.get("text"), str) else ""
     intent = payload.get("intent") if isinstance(payload.get("intent"), str) else ""
     context = payload.get("context") or []
     history = payload.get("history") if isinstance(payload.get("history"), list) else []
-    try:
-        cfg = provider_config(payload.get("provider"), env)
-        if cfg is not None:
-            reply, usage = call_provider(cfg, text, context, history)
-            return {"text": reply, "agent": f"{cfg['kind']}:{cfg['model']}", "offline": False,
-                    "usage": usage}
-    except ProviderError as e:
-        # Say what failed, then answer offline: never pass offline text off as a model's.
-        return {"text": offline_answer(text, context, failure=str(e), intent=intent),
-                "agent": OFFLINE_AGENT, "offline": True, "provider_error": str(e)}
+    model = payload.get("model")
+    if isinstance(model, dict) and ask is not None:
+        return model_answer(text, context, history, model, ask, intent)
     return {"text": offline_answer(text, context, intent=intent), "agent": OFFLINE_AGENT, "offline": True}

@@ -4,7 +4,9 @@
 
 Start: read the key, write a signed `ready` into <ipc>/out, then sleep in inotify on <ipc>/in
 (no poll loop). Each signed `job` there gets `progress` then `result` (or `error`) in out/;
-the job file is removed once handled. The first job binds the runner to its chat: a container
+the job file is removed once handled. A job that needs a model asks for each turn with a
+signed `model` file in out/ and sleeps in inotify until the host's signed `turn` for it
+lands in in/ (the host's model gateway made the call; the agent never reaches a provider). The first job binds the runner to its chat: a container
 serves one chat for its whole life, and jobs for any other chat are refused. A `stop` job,
 SIGTERM or SIGINT ends the runner with exit code 0 after an `exit` file.
 
@@ -40,8 +42,9 @@ EXIT_OK = 0
 EXIT_SETUP = 2
 
 
-class _Stop(Exception):
-    """Raised by the signal handler to leave a blocking inotify wait."""
+class _Stop(BaseException):
+    """Raised by the signal handler to leave a blocking inotify wait (a BaseException, so a
+    job waiting for a model turn is not caught as a failed job: the runner just exits)."""
 
 
 class Runner:
@@ -56,6 +59,7 @@ class Runner:
         self.stopping = False
         self.waiting = False
         self.stop_reason = ""
+        self.notify = None
 
     # -- signals: only interrupt the blocking wait; a job in progress finishes first
     def on_signal(self, signum, _frame):
@@ -72,6 +76,7 @@ class Runner:
             except OSError:
                 pass  # not glibc: let inotify_simple look the library up itself
         with inotify_simple.INotify() as notify:
+            self.notify = notify
             notify.add_watch(self.in_dir, WATCH_MASK)
             # Watch first, then announce: a job sent right after `ready` cannot be missed.
             self.writer.write("ready", "", {
@@ -102,12 +107,16 @@ class Runner:
         return EXIT_OK
 
     def handle_pending(self):
-        for name in ipc.pending(self.in_dir):
-            if name in self.rejected:
-                continue
-            self.handle(name)
-            if self.stopping:
+        # Again until none is left: a job that waited for a model turn consumed the inotify
+        # events of the files that arrived meanwhile.
+        while True:
+            names = [name for name in ipc.pending(self.in_dir) if name not in self.rejected]
+            if not names:
                 return
+            for name in names:
+                self.handle(name)
+                if self.stopping:
+                    return
 
     def handle(self, name: str):
         try:
@@ -129,6 +138,8 @@ class Runner:
             self.stopping = True
             self.stop_reason = "stop job"
             return
+        if msg.kind == "turn":
+            return  # a model turn for a job that is over (answered late): nothing waits for it
         if self.bound_chat is None:
             self.bound_chat = msg.chat
             self.writer.chat = msg.chat
@@ -138,13 +149,49 @@ class Runner:
         started = time.monotonic()
         self.writer.write("progress", msg.job, {"stage": "started"})
         try:
-            result = agent.answer(msg.payload, self.env)
+            result = agent.answer(msg.payload, self.env, lambda request: self.ask_model(msg.job, request))
         except Exception as e:  # the runner outlives a bad job; the host gets a clear error
             self.writer.write("error", msg.job, {"error": f"agent failed: {type(e).__name__}",
                                                  "type": "AgentError"})
             return
         result["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
         self.writer.write("result", msg.job, result)
+
+
+    def ask_model(self, job: str, request: dict) -> dict:
+        """One model turn: a signed `model` file out, then wait (inotify, no poll) for the
+        host's signed `turn` for this job. Other jobs arriving meanwhile stay in in/."""
+        self.writer.write("model", job, request)
+        while True:
+            for name in ipc.pending(self.in_dir):
+                if name in self.rejected:
+                    continue
+                try:
+                    msg = ipc.parse(os.path.join(self.in_dir, name), self.secret, ipc.ANY_CHAT,
+                                    self.in_dir, kinds=ipc.HOST_KINDS)
+                except ipc.Missing:
+                    continue
+                except ipc.IpcError as e:
+                    self.writer.write("error", "", {"error": str(e), "type": type(e).__name__})
+                    if not ipc.remove(self.in_dir, name):
+                        self.rejected.add(name)
+                    continue
+                if msg.kind == "stop":
+                    ipc.remove(self.in_dir, name)
+                    self.stopping = True
+                    self.stop_reason = "stop job"
+                    raise _Stop
+                if msg.kind == "turn" and msg.job == job and msg.chat == self.bound_chat:
+                    ipc.remove(self.in_dir, name)
+                    return msg.payload
+                if msg.kind == "turn":  # a turn for no job of ours: stale, drop it
+                    ipc.remove(self.in_dir, name)
+                # a `job`: left for the main loop once this one is done
+            self.waiting = True
+            if self.stopping:
+                raise _Stop
+            self.notify.read()
+            self.waiting = False
 
 
 USAGE = """usage: runner.py [--ipc DIR] [--key-file FILE]

@@ -21,6 +21,8 @@ def build(config: Config, ctx, loop: EventLoop) -> PoolManager:
     # A restarted router reconnects under the same identity and takes over its jobs' answers.
     socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
     storage = connect_dealer(ctx, config.endpoint("store"))
+    # Agents' model turns go to the model gateway (the only holder of provider keys).
+    gateway = connect_dealer(ctx, config.endpoint("gateway"))
     manager: PoolManager | None = None
 
     def on_exit(agent_id: str, why: str) -> None:
@@ -28,7 +30,7 @@ def build(config: Config, ctx, loop: EventLoop) -> PoolManager:
 
     backend, note = backends.choose(config, loop, on_exit)
     manager = PoolManager(config, socket, storage, loop, backend, note,
-                          agent_name_prefix(home_label(config)))
+                          agent_name_prefix(home_label(config)), gateway)
     manager.start()
     return manager
 

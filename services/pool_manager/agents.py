@@ -48,10 +48,14 @@ class Agent:
         self.writer = ipc.Writer(self.layout.to_agent, self.secret, chat)
 
     def send_job(self, payload: dict, job_id: str) -> None:
+        self.send("job", job_id, payload)
+        self.uses_started = True
+
+    def send(self, kind: str, job_id: str, payload: dict) -> None:
+        """Write a signed file into the agent's in/ folder (a job, or a model turn)."""
         assert self.writer is not None, "bind the agent to a chat first"
         self.files_sent += 1  # before the write: its inotify event must find it counted
-        self.writer.write("job", job_id, payload)
-        self.uses_started = True
+        self.writer.write(kind, job_id, payload)
 
     def discard_files(self) -> None:
         """Remove the IPC area (the key file with it)."""

@@ -54,9 +54,13 @@ class InlineResponder:
     """Turns an inline-tier message into its answer text."""
 
     def __init__(self, status: Callable[[], dict[str, Any]],
-                 spend_today: Callable[[], tuple[int, int, float]]) -> None:
+                 spend_today: Callable[[], tuple[int, int, float]],
+                 unpriced_today: Callable[[], dict[str, int]] = dict) -> None:
+        """unpriced_today: today's tokens of each model with no price (their cost is unknown:
+        /cost says so instead of counting them as $0)."""
         self.status = status
         self.spend_today = spend_today
+        self.unpriced_today = unpriced_today
         self.commands = {"/help": self._help, "/start": self._help, "/status": self._status,
                          "/cost": self._cost, "/ping": lambda lang: "pong"}
 
@@ -75,9 +79,18 @@ class InlineResponder:
 
     def _cost(self, lang: str) -> str:
         jobs, tokens, cost = self.spend_today()
+        unpriced = self.unpriced_today()
         if lang == "th":
-            return f"วันนี้: งานเอเจนต์ {jobs} งาน, {tokens} โทเค็น, ${cost:.4f}"
-        return f"today: {jobs} agent jobs, {tokens} tokens, ${cost:.4f}"
+            line = f"วันนี้: งานเอเจนต์ {jobs} งาน, {tokens} โทเค็น, ${cost:.4f}"
+            if unpriced:
+                line += (f" (ไม่รวม {sum(unpriced.values())} โทเค็นของโมเดลที่ไม่มีราคา: "
+                         f"{', '.join(sorted(unpriced))})")
+            return line
+        line = f"today: {jobs} agent jobs, {tokens} tokens, ${cost:.4f}"
+        if unpriced:
+            line += (f" (not counting {sum(unpriced.values())} tokens of models with no price, "
+                     f"whose cost is unknown: {', '.join(sorted(unpriced))})")
+        return line
 
     def _status(self, lang: str) -> str:
         stats = self.status()

@@ -21,7 +21,7 @@ import zmq
 
 from proto.config import Jobs as JobsConfig
 from proto.frames import (
-    ClientOut, Codec, Job, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
+    ClientOut, Codec, Job, JobDelta, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
 )
 from proto.loop import EventLoop
 from proto.metrics import percentile
@@ -147,7 +147,13 @@ class JobDispatcher:
             flight = self.flights.get(frame.id)
             if flight is None:
                 continue  # answered already (a job sent twice, answered twice)
-            if isinstance(frame, JobProgress):
+            if isinstance(frame, JobDelta):
+                # A piece of the model's answer as it streams: sent on, never stored (the
+                # final reply carries the whole text).
+                delta = Notice(id=frame.id, chat=frame.chat, kind="delta", text=frame.text)
+                for client in flight.clients:
+                    self.send(client, delta)
+            elif isinstance(frame, JobProgress):
                 for client in flight.clients:
                     self.send(client, Notice(id=frame.id, chat=frame.chat, kind="progress", text=frame.text))
             else:
@@ -157,7 +163,12 @@ class JobDispatcher:
     def _on_result(self, flight: Flight, result: JobResult) -> None:
         job = flight.job
         del self.flights[job.id]
-        if result.error:
+        if result.refused == "budget":
+            # Today's model budget is spent: a clear notice, and when it renews.
+            self.counts["refused_budget"] = self.counts.get("refused_budget", 0) + 1
+            self._answer(flight, "refused", lambda id: Notice(
+                id=id, chat=job.chat, kind="unavailable", retry_after=result.retry_after, text=result.error))
+        elif result.error:
             self.counts["failed"] += 1
             log.error("job %s failed: %s", job.id, result.error)
             self._answer(flight, "failed", lambda id: Notice(

@@ -20,7 +20,7 @@ import zmq
 
 from proto.config import Config
 from proto.db import (
-    KnownMessage, known_message, last_agent_reply, recent_turns, spend_since,
+    KnownMessage, known_message, last_agent_reply, recent_turns, spend_since, tokens_by_model_since,
     unfinished_messages,
 )
 from proto.frames import (
@@ -58,6 +58,11 @@ ID_REUSED = ("id {} was already used for another message (a different chat, send
              "nothing was stored: give every new message a new id")
 
 
+def _midnight() -> float:
+    """Today's start, local time: budgets and /cost count per local day."""
+    return datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
+
+
 class Router:
     def __init__(self, config: Config, frontend: zmq.Socket, store: zmq.Socket, pool: zmq.Socket,
                  search: zmq.Socket, classifier: Classifier, loop: EventLoop) -> None:
@@ -67,7 +72,7 @@ class Router:
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
-        self.inline = InlineResponder(self.stats, self._spend_today)
+        self.inline = InlineResponder(self.stats, self._spend_today, self._unpriced_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed, self._on_store_refused,
                                    self._on_store_kept)
@@ -305,12 +310,16 @@ class Router:
                                     received_at=0.0, status="accepted")
             self._to_agent(message, [])
 
-    def _spend_today(self) -> tuple[int, int, float]:
-        midnight = datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
-        return self._read(lambda db: spend_since(db, midnight), (0, 0, 0.0))
-
     def _known(self, message_id: str) -> KnownMessage | None:
         return self._read(lambda db: known_message(db, message_id), None)
+
+    def _spend_today(self) -> tuple[int, int, float]:
+        return self._read(lambda db: spend_since(db, _midnight()), (0, 0, 0.0))
+
+    def _unpriced_today(self) -> dict[str, int]:
+        """Today's tokens per model that has no price in [prices] (its cost is unknown)."""
+        tokens = self._read(lambda db: tokens_by_model_since(db, _midnight()), {})
+        return {model: count for model, count in tokens.items() if model not in self.full_config.prices and count}
 
     def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
         self.counts["bad_frames"] += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 import msgspec
 import zmq

@@ -19,7 +19,7 @@ from proto.sockets import connect_dealer, local_connect_endpoint
 
 HELP = "send one message and print the frames that come back"
 # Notices after which more frames will follow for the same message.
-INTERIM_NOTICES = ("queued", "progress")
+INTERIM_NOTICES = ("queued", "progress", "delta")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -23,6 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"
 LOCK = REPO / "requirements.lock"
+# Extras kept out of the everyday install, each in a lock of its own resolved within the main
+# one (its shared packages at the same versions): the model server compiles llama.cpp.
+SEPARATE_EXTRAS = {"model-server": REPO / "requirements-model-server.lock"}
 # Locked beside pyproject's requirements: .venv's pip and the agent image's pip come from here.
 TOOLS = ("pip",)
 COMPILE_COMMAND = "./run.sh lock"  # what the lock's header tells a reader to run
@@ -45,14 +48,18 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_inputs(pyproject: Path = PYPROJECT) -> dict:
-    """What the lock is resolved from; a change to any of it calls for `./run.sh lock`."""
+def lock_inputs(pyproject: Path = PYPROJECT, extra: str | None = None) -> dict:
+    """What a lock is resolved from: the main lock's (``extra`` None) or a separate extra's;
+    a change to any of it calls for `./run.sh lock`."""
     data = tomllib.loads(pyproject.read_text())
     project = data["project"]
+    extras = project.get("optional-dependencies", {})
+    if extra is not None:
+        return {"requires-python": project["requires-python"], "extra": {extra: extras[extra]}}
     return {
         "requires-python": project["requires-python"],
         "dependencies": project.get("dependencies", []),
-        "optional-dependencies": project.get("optional-dependencies", {}),
+        "optional-dependencies": {name: reqs for name, reqs in extras.items() if name not in SEPARATE_EXTRAS},
         "build-system": data["build-system"]["requires"],
         "tools": list(TOOLS),
     }
@@ -60,9 +67,9 @@ def lock_inputs(pyproject: Path = PYPROJECT) -> dict:
 
 def requirements(inputs: dict) -> list[str]:
     """Every requirement string in lock_inputs(), direct, extra, build and tool alike."""
-    found = list(inputs["dependencies"]) + list(inputs["build-system"]) + list(inputs["tools"])
-    for extra in inputs["optional-dependencies"].values():
-        found += extra
+    found = list(inputs.get("dependencies", [])) + list(inputs.get("build-system", [])) + list(inputs.get("tools", []))
+    for reqs in (*inputs.get("optional-dependencies", {}).values(), *inputs.get("extra", {}).values()):
+        found += reqs
     return found
 
 
@@ -103,27 +110,35 @@ def min_python(requires_python: str) -> str:
     return m.group(1)
 
 
-def compile_lock(uv: str, uv_args: list[str], pyproject: Path = PYPROJECT,
-                 lock: Path = LOCK) -> None:
-    """Resolve lock_inputs() with uv into `lock`, replacing it only when uv succeeds.
+def compile_lock(uv: str, uv_args: list[str], pyproject: Path = PYPROJECT, lock: Path = LOCK) -> None:
+    """Resolve lock_inputs() with uv into `lock`, then each separate extra into its own lock
+    within it; a lock is replaced only when uv succeeds.
 
     uv keeps the pins of the old lock where they still fit (pass --upgrade for the newest
     of everything); the resolution is universal, so one lock serves every Python from
     requires-python on and every platform, with markers where versions differ."""
     inputs = lock_inputs(pyproject)
-    extra = "\n".join(inputs["build-system"] + inputs["tools"]) + "\n"
+    extras = [f"--extra={name}" for name in inputs["optional-dependencies"]]
+    _compile(uv, [*extras, *uv_args, pyproject.name, "-"], inputs["build-system"] + inputs["tools"],
+             inputs, pyproject, lock)
+    for extra, extra_lock in SEPARATE_EXTRAS.items():
+        inputs = lock_inputs(pyproject, extra)
+        _compile(uv, [*uv_args, "--constraint", str(lock), "-"], requirements(inputs), inputs, pyproject,
+                 lock.with_name(extra_lock.name))
+
+
+def _compile(uv: str, args: list[str], stdin: list[str], inputs: dict, pyproject: Path, lock: Path) -> None:
     # A fixed name is safe: `./run.sh lock` holds its install lock while this runs.
     scratch = lock.with_name(f".{lock.name}.new")
     try:
         # uv prefers the versions already in its output file.
         scratch.write_bytes(lock.read_bytes() if lock.exists() else b"")
-        # Build requirements and tools come in on stdin, so the file names no temporary path.
+        # Requirements that are not the project's own come in on stdin, so the file names no
+        # temporary path.
         subprocess.run([uv, "pip", "compile", "--quiet", "--no-config", "--universal",
-                        "--python-version", min_python(inputs["requires-python"]),
-                        "--all-extras", "--generate-hashes",
-                        "--custom-compile-command", COMPILE_COMMAND,
-                        *uv_args, "--output-file", scratch, pyproject.name, "-"],
-                       input=extra.encode(), check=True, cwd=pyproject.parent)
+                        "--python-version", min_python(inputs["requires-python"]), "--generate-hashes",
+                        "--custom-compile-command", COMPILE_COMMAND, "--output-file", scratch, *args],
+                       input=("\n".join(stdin) + "\n").encode(), check=True, cwd=pyproject.parent)
         body = scratch.read_text()
         scratch.write_text(DIGEST_LINE.format(digest=inputs_digest(inputs)) + "\n" + body)
         scratch.replace(lock)

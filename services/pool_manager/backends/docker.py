@@ -1,6 +1,7 @@
 """The Docker backend: each agent is a hardened container of the pre-built agent image.
 
-Hardening (every container): no network unless configured, read-only root filesystem, all
+Hardening (every container): no network (unless pool.agent_network names one for tools; an
+agent never holds a provider key: it asks the model gateway over IPC), read-only root filesystem, all
 capabilities dropped, no-new-privileges, a non-root user, memory/pids/CPU limits, a cap on
 the size of any one file it writes (RLIMIT_FSIZE: its IPC folder is on the host's disk), a
 small tmpfs for /tmp, the agent's IPC folder bind-mounted read-write at /ipc and its key
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Callable
 
 import docker
@@ -26,9 +26,7 @@ from proto import ipc
 from proto.config import Config
 from proto.loop import EventLoop
 
-from .common import (
-    PROVIDER_KEY_IN_CONTAINER, container_user, home_label, provider_environment, provider_key_copy,
-)
+from .common import container_user, home_label
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,10 @@ PIDS_EVENTS = ("/sys/fs/cgroup/pids/docker/{id}/pids.events",
                "/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.events",
                "/sys/fs/cgroup/docker/{id}/pids.events")
 WHY = {"die": "exited", "oom": "ran out of memory"}
+# A container's memory in use, as its cgroup counts it: v1 (cgroupfs), v2 systemd, v2 cgroupfs.
+MEMORY_USED = ("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes",
+               "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current",
+               "/sys/fs/cgroup/docker/{id}/memory.current")
 
 
 class DockerUnavailable(Exception):
@@ -51,25 +53,23 @@ class DockerUnavailable(Exception):
 
 
 def container_options(config: Config, image: str, agent_id: str, layout: ipc.Layout,
-                      home: str, provider_key: Path | None = None) -> dict:
-    """Arguments for docker SDK ``containers.run``: the hardening every agent gets.
-    provider_key: the agent's own copy of the provider's API key (mounted read-only)."""
+                      home: str) -> dict:
+    """Arguments for docker SDK ``containers.run``: the hardening every agent gets. No
+    environment and no file of the container carries a provider key."""
     pool = config.pool
     uid, gid = container_user() or (os.getuid(), os.getgid())
     volumes = {str(layout.ipc_dir): {"bind": ipc.CONTAINER_IPC_DIR, "mode": "rw"},
                str(layout.key_file): {"bind": ipc.CONTAINER_KEY_FILE, "mode": "ro"}}
-    if provider_key is not None:
-        volumes[str(provider_key)] = {"bind": PROVIDER_KEY_IN_CONTAINER, "mode": "ro"}
     return dict(
         image=image, name=agent_id, detach=True, user=f"{uid}:{gid}",
         read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-        network_mode=pool.network, mem_limit=pool.memory, memswap_limit=pool.memory,
+        network_mode=pool.agent_network, mem_limit=pool.memory, memswap_limit=pool.memory,
         pids_limit=pool.pids, nano_cpus=int(pool.cpus * NANO),
         ulimits=[docker.types.Ulimit(name="fsize", soft=pool.max_file_mb * MB, hard=pool.max_file_mb * MB)],
         tmpfs={"/tmp": TMPFS_OPTIONS}, volumes=volumes,
         labels={ROLE_LABEL: "agent", HOME_LABEL: home, AGENT_LABEL: agent_id},
         log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE}},
-        environment=provider_environment(config, PROVIDER_KEY_IN_CONTAINER),
+        environment={},
     )
 
 
@@ -106,10 +106,8 @@ class DockerBackend:
                 self.loop.call_soon_threadsafe(lambda agent_id=agent_id, why=why: self.on_exit(agent_id, why))
 
     def start(self, agent) -> None:
-        # As root, the container's user is not the owner of the user's key file (0600).
-        key = provider_key_copy(self.config, agent.layout.root, container_user())
         agent.handle = self.client.containers.run(
-            **container_options(self.config, self.config.pool.image, agent.id, agent.layout, self.home, key))
+            **container_options(self.config, self.config.pool.image, agent.id, agent.layout, self.home))
 
     def watch(self, agent) -> None:
         pass  # exits arrive through the event stream
@@ -136,6 +134,19 @@ class DockerBackend:
             return "reached its process limit" if counter[-1:] != ["0"] else ""
         return ""
 
+    def memory_used(self, agent) -> int | None:
+        """The container's memory in use, read from its cgroup (microseconds, no engine call:
+        the engine's stats API takes a second per container). None when not found."""
+        if agent.handle is None:
+            return None
+        for pattern in MEMORY_USED:
+            try:
+                with open(pattern.format(id=agent.handle.id)) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                continue
+        return None
+
     def remove_leftovers(self) -> int:
         """Listed now, before this run starts an agent, and removed in a thread of their own:
         removed one by one before the first agent started (~0.4 s each on a busy machine), they
@@ -157,5 +168,5 @@ class DockerBackend:
                 log.error("could not remove agent container %s: %s", container.name, exc)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "image": self.config.pool.image, "network": self.config.pool.network,
+        return {"backend": self.name, "image": self.config.pool.image, "network": self.config.pool.agent_network,
                 "isolation": "container: read-only root, no capabilities, non-root, limits"}

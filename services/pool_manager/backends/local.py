@@ -17,10 +17,12 @@ import subprocess
 import sys
 from typing import Callable
 
+import psutil
+
 from proto.config import Config
 from proto.loop import EventLoop
 
-from .common import RUNNER, provider_environment
+from .common import RUNNER
 
 log = logging.getLogger(__name__)
 MB = 1 << 20
@@ -52,8 +54,7 @@ class LocalBackend:
     def start(self, agent) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "WARMWIRE_IPC_DIR": str(agent.layout.ipc_dir),
-               "WARMWIRE_IPC_KEY_FILE": str(agent.layout.key_file),
-               **provider_environment(self.config, self.config.agents.api_key_file)}
+               "WARMWIRE_IPC_KEY_FILE": str(agent.layout.key_file)}
         agent.handle = subprocess.Popen(
             [sys.executable, str(RUNNER)], env=env, cwd=agent.layout.root,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._limits,
@@ -80,6 +81,15 @@ class LocalBackend:
 
     def limit_reached(self, agent) -> str:
         return ""  # its limits end the process, which the pidfd reports
+
+    def memory_used(self, agent) -> int | None:
+        process = agent.handle
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            return psutil.Process(process.pid).memory_info().rss
+        except psutil.Error:
+            return None
 
     def remove_leftovers(self) -> int:
         return 0  # a local agent gets SIGKILL from the kernel when its pool-manager dies
