@@ -17,39 +17,62 @@ from images import build
 REFRESH = "run ./run.sh lock"
 
 
-@pytest.fixture(scope="module")
-def pins_by_name() -> dict[str, list[locked.Pin]]:
+# Each lock and the extra it is for (None: the main lock, which run.sh installs).
+LOCKS = [(locked.LOCK, None), *((path, extra) for extra, path in locked.SEPARATE_EXTRAS.items())]
+LOCK_IDS = [path.name for path, _ in LOCKS]
+
+
+def by_name(lock) -> dict[str, list[locked.Pin]]:
     found = defaultdict(list)
-    for pin in locked.read_pins():
+    for pin in locked.read_pins(lock):
         found[pin.name].append(pin)
     return found
+
+
+@pytest.fixture(scope="module")
+def pins_by_name() -> dict[str, list[locked.Pin]]:
+    return by_name(locked.LOCK)
 
 
 def applies_here(pin: locked.Pin) -> bool:
     return pin.marker is None or Marker(pin.marker).evaluate()
 
 
-def test_lock_was_made_from_this_pyproject():
-    recorded = locked.recorded_digest()
-    current = locked.inputs_digest(locked.lock_inputs())
-    assert recorded == current, f"pyproject.toml's requirements changed since the lock: {REFRESH}"
+@pytest.mark.parametrize("lock, extra", LOCKS, ids=LOCK_IDS)
+def test_lock_was_made_from_this_pyproject(lock, extra):
+    recorded = locked.recorded_digest(lock)
+    current = locked.inputs_digest(locked.lock_inputs(extra=extra))
+    assert recorded == current, f"pyproject.toml's requirements changed since {lock.name}: {REFRESH}"
 
 
-def test_every_requirement_is_pinned_within_its_specifier(pins_by_name):
-    for text in locked.requirements(locked.lock_inputs()):
+@pytest.mark.parametrize("lock, extra", LOCKS, ids=LOCK_IDS)
+def test_every_requirement_is_pinned_within_its_specifier(lock, extra):
+    pins_by_name = by_name(lock)
+    for text in locked.requirements(locked.lock_inputs(extra=extra)):
         req = Requirement(text)
         pins = pins_by_name.get(locked.normalise(req.name))
-        assert pins, f"{req.name} is not in {locked.LOCK.name}: {REFRESH}"
+        assert pins, f"{req.name} is not in {lock.name}: {REFRESH}"
         for pin in pins:
             assert req.specifier.contains(Version(pin.version), prereleases=True), \
-                f"{req} but the lock pins {pin.name}=={pin.version}: {REFRESH}"
+                f"{req} but {lock.name} pins {pin.name}=={pin.version}: {REFRESH}"
 
 
-def test_every_pin_has_hashes_and_applies_once(pins_by_name):
-    for name, pins in pins_by_name.items():
-        assert all(pin.hashes for pin in pins), f"{name} has no --hash in the lock"
+def test_a_separate_extra_stays_out_of_the_everyday_install(pins_by_name):
+    for extra in locked.SEPARATE_EXTRAS:
+        for text in locked.requirements(locked.lock_inputs(extra=extra)):
+            assert locked.normalise(Requirement(text).name) not in pins_by_name, f"{text} is in {locked.LOCK.name}"
+
+
+@pytest.mark.parametrize("lock, extra", LOCKS, ids=LOCK_IDS)
+def test_every_pin_has_hashes_and_applies_once(lock, extra):
+    main = by_name(locked.LOCK)
+    for name, pins in by_name(lock).items():
+        assert all(pin.hashes for pin in pins), f"{name} has no --hash in {lock.name}"
         # Two pins of one package are for different markers: never both installed.
         assert sum(applies_here(pin) for pin in pins) <= 1, f"{name} is pinned twice here"
+        # A separate extra's lock is resolved within the main one: shared packages agree.
+        assert {p.version for p in pins if applies_here(p)} <= {p.version for p in main.get(name, pins)
+                                                                  if applies_here(p)}, name
 
 
 def test_this_venv_has_the_locked_versions(pins_by_name):
