@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 DEFAULT_PIECES = ("the model ", "says: ", "fine")
+HOLD_LIMIT_S = 120.0  # a held answer goes on by itself after this, so a failed test cannot hang
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Answer:
     # A real model thinks before its first token and between tokens (seconds).
     first_delay: float = 0.0
     piece_delay: float = 0.0
+    # Set: the answer waits for it before its first piece (a test holds a job busy so).
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -140,6 +143,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b": opened\n\n")
             self.server.release.wait(step.seconds)
             return
+        if isinstance(step, Answer) and step.hold is not None:
+            step.hold.wait(HOLD_LIMIT_S)
         if anthropic:
             self._anthropic(call, body, step)
         else:

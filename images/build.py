@@ -36,6 +36,7 @@ AGENT_SOURCES = {  # staged name -> source; proto/ipc.py is the one IPC implemen
     "Dockerfile": AGENT_DIR / "Dockerfile",
     "runner.py": AGENT_DIR / "runner.py",
     "agent.py": AGENT_DIR / "agent.py",
+    "tools.py": AGENT_DIR / "tools.py",
     "proto/ipc.py": REPO / "proto" / "ipc.py",
 }
 RECIPE_VERSION = "1"  # bump to force new tags when the build steps here change

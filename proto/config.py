@@ -193,6 +193,11 @@ class Agents(_Section):
     full_timeout: float
     light_max_steps: int
     full_max_steps: int
+    light_tools: list[Literal["read_file", "write_file", "list_files", "run"]]
+    full_tools: list[Literal["read_file", "write_file", "list_files", "run"]]
+    workspace_mb: int
+    run_timeout: float
+    local_run: bool
     daily_budget_usd: float
     budget_warn_share: float
 
@@ -202,7 +207,8 @@ class Agents(_Section):
         return TierSettings(model=getattr(self, f"{size}_model"),
                             max_tokens=getattr(self, f"{size}_max_tokens"),
                             timeout=getattr(self, f"{size}_timeout"),
-                            max_steps=getattr(self, f"{size}_max_steps"))
+                            max_steps=getattr(self, f"{size}_max_steps"),
+                            tools=tuple(getattr(self, f"{size}_tools")))
 
 
 class TierSettings(msgspec.Struct, frozen=True):
@@ -210,6 +216,7 @@ class TierSettings(msgspec.Struct, frozen=True):
     max_tokens: int
     timeout: float
     max_steps: int
+    tools: tuple[str, ...]
 
 
 class Gateway(_Section):

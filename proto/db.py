@@ -148,21 +148,22 @@ def count_live_notes(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM notes WHERE superseded_at IS NULL").fetchone()[0]
 
 
-def recent_turns(conn: sqlite3.Connection, chat: str, before: str, limit: int) -> list[tuple[str, str]]:
+def recent_turns(conn: sqlite3.Connection, chat: str, before: str, limit: int) -> list[tuple[str, str, str]]:
     """The chat's last ``limit`` exchanges received before message ``before``, oldest first,
-    as (role, text) pairs: each message and the reply it got."""
+    as (role, text, tools) triples: each message and the reply it got, with what the agent's
+    tools did for it ("" for none)."""
     rows = conn.execute(
-        "SELECT m.text, (SELECT r.text FROM replies r WHERE r.message_id = m.id AND r.kind = 'reply' "
-        "                ORDER BY r.seq DESC LIMIT 1) "
-        "FROM messages m WHERE m.chat = ? AND m.received_at < (SELECT received_at FROM messages WHERE id = ?) "
+        "SELECT m.text, r.text, r.tools FROM messages m LEFT JOIN replies r ON r.rowid = "
+        "  (SELECT rowid FROM replies WHERE message_id = m.id AND kind = 'reply' ORDER BY seq DESC LIMIT 1) "
+        "WHERE m.chat = ? AND m.received_at < (SELECT received_at FROM messages WHERE id = ?) "
         "ORDER BY m.received_at DESC LIMIT ?",
         (chat, before, limit),
     ).fetchall()
-    turns: list[tuple[str, str]] = []
-    for text, reply in reversed(rows):
-        turns.append(("user", text))
+    turns: list[tuple[str, str, str]] = []
+    for text, reply, tools in reversed(rows):
+        turns.append(("user", text, ""))
         if reply is not None:
-            turns.append(("assistant", reply))
+            turns.append(("assistant", reply, tools or ""))
     return turns
 
 

@@ -210,6 +210,8 @@ class SaveAnswer(Frame, tag="save-answer"):
     seq: int
     status: str
     answer: Union[Reply, Notice]
+    # What the agent's tools did for this answer (bounded, one line a call), kept for history.
+    tools: str = ""
 
     @property
     def key(self) -> str:
@@ -397,11 +399,13 @@ def knowledge_request(intent: str, req: str, chat: str, text: str) -> SearchRequ
 
 # --- job frames: router -> pool-manager, and what comes back -------------------------------
 
-class Turn(msgspec.Struct, gc=False):
-    """One earlier turn of the chat, for the agent's context."""
+class Turn(msgspec.Struct, gc=False, omit_defaults=True):
+    """One earlier turn of the chat, for the agent's context. ``tools``: what the agent's
+    tools did in an assistant turn (bounded, one line a call)."""
 
     role: Literal["user", "assistant"]
     content: str
+    tools: str = ""
 
 
 class Passage(msgspec.Struct, gc=False, omit_defaults=True):
@@ -461,6 +465,8 @@ class JobResult(Frame, tag="job-result"):
     # user, ``retry_after`` is the time until the budget renews). "" for any other result.
     refused: str = ""
     retry_after: float | None = None
+    # What the agent's tools did (bounded, one line a call): stored with the reply.
+    tools: str = ""
 
 
 class JobDelta(Frame, tag="job-delta"):
@@ -474,7 +480,14 @@ class JobDelta(Frame, tag="job-delta"):
 
 
 PoolIn = Job
-PoolOut = Union[JobProgress, JobResult, JobDelta]
+class Slots(Frame, tag="slots"):
+    """The pool-manager's concurrency limit changed (every frame above carries it too; this
+    one tells a router that has nothing else coming, e.g. while its jobs wait on a model)."""
+
+    slots: int
+
+
+PoolOut = Union[JobProgress, JobResult, JobDelta, Slots]
 
 
 # --- model frames: pool-manager <-> model gateway ------------------------------------------

@@ -104,6 +104,9 @@ END;
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("chats, messages, replies, jobs, usage, notes and their full-text index", FIRST_RELEASE),
+    # What an agent's tools did in the turn that made a reply (bounded, one line a call): the
+    # history sent with later jobs of the chat includes it.
+    Migration("the tools an agent used for a reply", "ALTER TABLE replies ADD COLUMN tools TEXT;"),
 )
 # The version of a database that has had every migration: the code's schema version.
 LATEST = len(MIGRATIONS)

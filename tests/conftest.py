@@ -24,6 +24,8 @@ from proto.sockets import request
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE = 60.0
 ANSWER_DEADLINE = 30.0
+# Notices after which more frames come for the same message.
+INTERIM_KINDS = ("queued", "progress", "delta")
 
 # What a test may need that a machine may lack, and the command that provides it. Such a test
 # is skipped with the reason, and the run ends with one line counting them; under CI=true, where
@@ -101,13 +103,22 @@ class Client:
             raise AssertionError(f"no frame within {timeout:g} s")
         return msgspec.msgpack.decode(self.sock.recv())
 
-    def ask(self, text: str, **kwargs) -> dict:
-        """Send one message and return its final frame (skipping queued/progress notices)."""
+    def exchange(self, text: str, timeout: float = ANSWER_DEADLINE, **kwargs) -> tuple[list[dict], dict]:
+        """Send one message: (the notices that came before its final frame, the final frame:
+        a reply, or a notice that ends it)."""
         id = self.send(text, **kwargs)
+        interim = []
         while True:
-            frame = self.recv()
-            if frame.get("id") == id and frame.get("kind") not in ("queued", "progress", "delta"):
-                return frame
+            frame = self.recv(timeout)
+            if frame.get("id") != id:
+                continue
+            if frame["type"] == "reply" or frame.get("kind") not in INTERIM_KINDS:
+                return interim, frame
+            interim.append(frame)
+
+    def ask(self, text: str, **kwargs) -> dict:
+        """Send one message and return its final frame."""
+        return self.exchange(text, **kwargs)[1]
 
     def close(self) -> None:
         self.sock.close()
@@ -118,9 +129,12 @@ class Warmwire:
 
     def __init__(self, home: Path, env: dict[str, str]) -> None:
         self.home = home
+        # Every system in a test run gets its own web port: two of them alive at once (two
+        # module fixtures) would otherwise both want the default 7480.
+        env.setdefault("WARMWIRE_WEB_LISTEN", f"127.0.0.1:{free_port()}")
         self.env = env
         self.frontend = env["WARMWIRE_FRONTEND"]
-        self.web_url = f"http://{env['WARMWIRE_WEB_LISTEN']}" if "WARMWIRE_WEB_LISTEN" in env else ""
+        self.web_url = f"http://{env['WARMWIRE_WEB_LISTEN']}"
         self.proc: subprocess.Popen | None = None
         self.clients: list[Client] = []
 

@@ -3,7 +3,8 @@ one job at a time per chat (issue 16).
 
 The classifier's part is tested in process and through `./run.sh classify`; the router's in
 a live warmwire (its state must survive a router kill -9), with a scripted OpenAI-compatible
-provider on loopback where a job must stay busy while the test sends more messages.
+provider on loopback (bench/fake_provider.py) that holds a job busy while the test sends more
+messages.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import os
 import signal
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ANSWER_DEADLINE, REPO, Warmwire, wait_for
+from bench.fake_provider import Answer, FakeProvider
+from conftest import REPO, Warmwire, free_port, wait_for
 from services.router.classifier import Classifier
 from services.router.classifier.conversation import Session, is_follow_up
 from test_knowledge_system import chroma_reached
@@ -83,58 +84,20 @@ def test_run_sh_classify_takes_the_session():
 
 # -- the live router ------------------------------------------------------------------------
 
-class SlowProvider(ThreadingHTTPServer):
-    """An OpenAI-compatible chat completions endpoint. A request whose last user message holds
-    HOLD waits until ``release`` is set, so the test can keep a chat's job busy."""
-
-    HOLD = "HOLD-THIS-JOB"
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), SlowHandler)
-        self.release = threading.Event()
-        self.requests: list[dict] = []
-        self.holding = threading.Event()
-
-
-class SlowHandler(BaseHTTPRequestHandler):
-    server: SlowProvider
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        self.server.requests.append(body)
-        if SlowProvider.HOLD in body["messages"][-1]["content"]:
-            self.server.holding.set()
-            self.server.release.wait(ANSWER_DEADLINE * 4)
-        turn = body["messages"][-1]["content"]
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"model saw: {turn}"}}],
-                           "usage": {"prompt_tokens": 10, "completion_tokens": 4}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def provider():
-    server = SlowProvider()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = FakeProvider().start()
     yield server
-    server.release.set()
-    server.shutdown()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory, provider):
-    from conftest import free_port
     home = tmp_path_factory.mktemp("conv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARMWIRE_")}
     env.update(WARMWIRE_HOME=str(home), WARMWIRE_FRONTEND=f"tcp://127.0.0.1:{free_port()}",
                WARMWIRE_POOL_BACKEND="local", WARMWIRE_AGENTS_PROVIDER="openai",
-               WARMWIRE_AGENTS_PROVIDER_URL=f"http://127.0.0.1:{provider.server_address[1]}")
+               WARMWIRE_AGENTS_PROVIDER_URL=provider.url)
     warmwire = Warmwire(home, env)
     warmwire.start()
     yield warmwire
@@ -161,9 +124,12 @@ def test_follow_ups_reach_the_open_session_also_after_a_router_kill(system):
 
 @pytest.mark.slow
 def test_messages_to_a_busy_chat_wait_in_order_and_become_one_turn(system, provider):
+    release = threading.Event()
+    provider.script(Answer(pieces=("Everest is 8,849 m.",), hold=release))
+    calls = len(provider.calls)
     busy, other = system.client(), system.client()
-    first = busy.send(f"how tall is Everest? {SlowProvider.HOLD}", chat="busy")
-    wait_for(provider.holding.is_set, 30, "the first job to reach the provider")
+    first = busy.send("how tall is Everest?", chat="busy")
+    wait_for(lambda: len(provider.calls) > calls, 30, "the first job to reach the provider")
     later = [busy.send(text, chat="busy") for text in
              ("what about K2?", "and Kangchenjunga?", "which is hardest to climb?")]
     queued = {}
@@ -176,19 +142,19 @@ def test_messages_to_a_busy_chat_wait_in_order_and_become_one_turn(system, provi
 
     # Another chat is not held up by the busy one.
     answered = other.ask("what's the capital of France?", chat="elsewhere")
-    assert answered["type"] == "reply" and not provider.release.is_set()
+    assert answered["type"] == "reply" and not release.is_set()
 
-    provider.release.set()
+    release.set()
     finals = {}
     while len(finals) < 1 + len(later):
         frame = busy.recv()
         if frame["type"] == "reply":
             finals[frame["id"]] = frame
     assert set(finals) == {first, *later}
-    turns = [r["messages"][-1]["content"] for r in provider.requests if "K2" in r["messages"][-1]["content"]]
+    turns = [c.body["messages"][-1]["content"] for c in provider.calls if "K2" in json.dumps(c.body)]
     assert turns == ["what about K2?\n\nand Kangchenjunga?\n\nwhich is hardest to climb?"], turns
-    assert finals[later[0]]["text"] == finals[later[2]]["text"] == f"model saw: {turns[0]}"
-    assert all(f["text"] == f"model saw: {turns[0]}" for id, f in finals.items() if id != first)
+    assert finals[later[0]]["text"] == finals[later[1]]["text"] == finals[later[2]]["text"]
+    assert finals[first]["text"] == "Everest is 8,849 m."
 
 
 @pytest.mark.slow

@@ -55,16 +55,7 @@ def system(tmp_path_factory):
 
 
 def exchange(client, text: str, chat: str) -> tuple[list[dict], dict]:
-    """Every frame for one message, up to its final one (a reply, or a final notice)."""
-    message_id = client.send(text, chat=chat)
-    frames = []
-    while True:
-        frame = client.recv(ANSWER_DEADLINE)
-        if frame.get("id") != message_id:
-            continue
-        frames.append(frame)
-        if frame["type"] == "reply" or frame.get("kind") not in ("queued", "progress", "delta"):
-            return frames[:-1], frame
+    return client.exchange(text, ANSWER_DEADLINE, chat=chat)
 
 
 def test_deltas_reach_the_client_before_the_reply_and_add_up_to_it(system):

@@ -10,18 +10,26 @@ Job payload fields used here:
     text       the user's message
     context    knowledge passages: list of str or {"title", "text", "source"}
     history    optional earlier turns: [{"role": "user"|"assistant", "content": str}]
-    model      present when a provider is configured: {"tier", "max_steps"}
+    model      present when a provider is configured: {"tier", "max_steps", and for tools:
+               "tools" (names), "workspace" (the folder they work in), "workspace_mb",
+               "run_timeout_s"}
 """
 
 from __future__ import annotations
 
+import os
 import re
+
+import tools
 
 OFFLINE_AGENT = "offline"
 WEB_INTENT = "web"         # the router's intent for "search the web / look it up online"
 MAX_PASSAGES = 3           # offline answer: how many knowledge passages to quote
 MAX_SNIPPET_CHARS = 400
 MAX_SYSTEM_CONTEXT_CHARS = 24_000
+# The bounded record of a turn's tool calls kept with its reply (and shown in later history).
+MAX_TOOL_LOG_LINES = 20
+MAX_TOOL_LOG_LINE = 200
 
 THAI_RE = re.compile(r"[\u0E00-\u0E7F]")
 THAI_RUN_RE = re.compile(r"[\u0E00-\u0E7F]+")
@@ -106,10 +114,13 @@ def offline_answer(text: str, context, failure: str = "", intent: str = "") -> s
 # ------------------------------------------------------------------ model turns
 
 
-def _system_prompt(context) -> str:
+def _system_prompt(context, with_tools: bool = False) -> str:
     parts = ["You are warmwire, a personal assistant. Answer briefly and plainly. "
              "Use the user's knowledge passages below when they are relevant. "
              "You cannot browse the web or reach the internet: when asked to, say so plainly."]
+    if with_tools:
+        parts.append("Your tools work in this chat's own workspace, a folder that keeps its files "
+                     "between messages. Paths are relative to it. Commands have no network.")
     for title, body in _passages(context):
         parts.append(f"[{title}] {body}" if title else body)
     return "\n\n".join(parts)[:MAX_SYSTEM_CONTEXT_CHARS]
@@ -118,31 +129,92 @@ def _system_prompt(context) -> str:
 def _messages(text: str, history) -> list[dict]:
     turns = [h for h in history if isinstance(h, dict)
              and h.get("role") in ("user", "assistant") and isinstance(h.get("content"), str)]
-    messages = [{"role": h["role"], "content": h["content"]} for h in turns]
+    messages = []
+    for h in turns:
+        content = h["content"]
+        # What an earlier turn did with its tools, in the bounded form the host kept: so that
+        # "now run the tests again" knows which tests, and where.
+        if h["role"] == "assistant" and isinstance(h.get("tools"), str) and h["tools"]:
+            content += f"\n\n[tools used in that turn]\n{h['tools']}"
+        messages.append({"role": h["role"], "content": content})
     messages.append({"role": "user", "content": text})
     return messages
 
 
-def model_answer(text: str, context, history, model: dict, ask, intent: str = "") -> dict:
-    """Ask the model gateway (through ``ask``, the runner's IPC round trip) for turns until
-    one has no tool call, within the step limit. No tools run yet, so that is one turn."""
+def _workspace(model: dict):
+    """The job's workspace and the tools it may use there (none: a model turn without tools)."""
+    names = model.get("tools")
+    root = model.get("workspace")
+    if not isinstance(names, list) or not names or not isinstance(root, str) or not os.path.isdir(root):
+        return None
+    cap_mb = model.get("workspace_mb") if type(model.get("workspace_mb")) is int else 0
+    timeout = model.get("run_timeout_s")
+    return tools.Workspace(root, cap_mb * tools.MB, tuple(n for n in names if n in tools.SPECS),
+                           float(timeout) if isinstance(timeout, (int, float)) and timeout > 0
+                           else tools.DEFAULT_RUN_TIMEOUT_S)
+
+
+class ToolLog:
+    """What the turn's tools did, bounded: sent back with the result, kept with the reply,
+    and shown to the model in later turns' history."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, name: str, args: dict, result: "tools.Result") -> None:
+        if len(self.lines) >= MAX_TOOL_LOG_LINES:
+            return
+        what = args.get("command") if name == tools.RUN else args.get("path", ".")
+        outcome = " ".join(result.text.split())
+        line = f"{name}({what}) -> {'ok' if result.ok else 'failed'}: {outcome}"
+        self.lines.append(line if len(line) <= MAX_TOOL_LOG_LINE else line[:MAX_TOOL_LOG_LINE] + "…")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def model_answer(text: str, context, history, model: dict, ask, say=None, intent: str = "") -> dict:
+    """The agent's loop: a model turn through the gateway (``ask``), the tools it calls run
+    here in the chat's workspace, their results back to the model, until a turn calls no
+    tool or the step limit is reached. ``say(stage)``: a progress notice for the user."""
+    say = say or (lambda stage: None)
     messages = _messages(text, history)
     max_steps = model.get("max_steps") if type(model.get("max_steps")) is int else 1
+    workspace = _workspace(model)
+    offered = tools.specs(workspace.allowed) if workspace else []
     usage = {"input_tokens": 0, "output_tokens": 0}
+    log = ToolLog()
     turn: dict = {}
+    told_full = False
     for step in range(1, max(1, max_steps) + 1):
-        turn = ask({"step": step, "system": _system_prompt(context), "messages": messages})
+        request = {"step": step, "system": _system_prompt(context, bool(offered)), "messages": messages}
+        if offered:
+            request["tools"] = offered
+        turn = ask(request)
         for name in usage:
             value = (turn.get("usage") or {}).get(name)
             usage[name] += value if type(value) is int and value > 0 else 0
-        if turn.get("error") or not turn.get("tool_calls"):
+        calls = turn.get("tool_calls") if isinstance(turn.get("tool_calls"), list) else []
+        if turn.get("error") or not calls:
             break
-        # A tool call with no tools offered: say so to the model and let it answer.
-        messages.append({"role": "assistant", "content": turn.get("text", ""),
-                         "tool_calls": turn["tool_calls"]})
-        for call in turn["tool_calls"]:
-            messages.append({"role": "tool", "tool_call_id": str(call.get("id", "")),
-                             "content": "no tools are available"})
+        messages.append({"role": "assistant", "content": str(turn.get("text", "")), "tool_calls": calls})
+        for call in calls:
+            call = call if isinstance(call, dict) else {}
+            name, args = str(call.get("name", "")), call.get("arguments")
+            args = args if isinstance(args, dict) else {}
+            if workspace is None:
+                result = tools.Result(False, "no tools are available")
+            else:
+                say(workspace.describe(name, args))
+                result = workspace.call(name, args)
+                if result.full and not told_full:
+                    told_full = True
+                    say(workspace.full_message())
+            log.add(name, args, result)
+            messages.append({"role": "tool", "tool_call_id": str(call.get("id", "")), "content": result.text})
+    else:
+        turn = {**turn, "text": f"{turn.get('text', '')}\n\n(I stopped here: this job reached its limit of "
+                                f"{max_steps} model turns.)".strip()}
     if turn.get("error_kind") == "budget":
         return {"text": "", "refused": "budget", "notice": str(turn.get("error", "")),
                 "retry_after": turn.get("retry_after"), "agent": "gateway", "offline": True}
@@ -150,19 +222,20 @@ def model_answer(text: str, context, history, model: dict, ask, intent: str = ""
         failure = str(turn["error"])
         # Say what failed, then answer offline: never pass offline text off as a model's.
         return {"text": offline_answer(text, context, failure=failure, intent=intent), "agent": OFFLINE_AGENT,
-                "offline": True, "provider_error": failure}
+                "offline": True, "provider_error": failure, "tools": log.text()}
     return {"text": str(turn.get("text", "")), "agent": f"{turn.get('provider')}:{turn.get('model')}",
-            "offline": False, "usage": usage}
+            "offline": False, "usage": usage, "tools": log.text()}
 
 
-def answer(payload: dict, env, ask=None) -> dict:
+def answer(payload: dict, env, ask=None, say=None) -> dict:
     """The `result` payload for one job. ``ask(request) -> turn``: one model turn through the
-    gateway; used when the job's ``model`` says a provider is configured."""
+    gateway; used when the job's ``model`` says a provider is configured. ``say(stage)``: a
+    progress notice."""
     text = payload.get("text") if isinstance(payload.get("text"), str) else ""
     intent = payload.get("intent") if isinstance(payload.get("intent"), str) else ""
     context = payload.get("context") or []
     history = payload.get("history") if isinstance(payload.get("history"), list) else []
     model = payload.get("model")
     if isinstance(model, dict) and ask is not None:
-        return model_answer(text, context, history, model, ask, intent)
+        return model_answer(text, context, history, model, ask, say, intent)
     return {"text": offline_answer(text, context, intent=intent), "agent": OFFLINE_AGENT, "offline": True}

@@ -149,7 +149,8 @@ class Runner:
         started = time.monotonic()
         self.writer.write("progress", msg.job, {"stage": "started"})
         try:
-            result = agent.answer(msg.payload, self.env, lambda request: self.ask_model(msg.job, request))
+            result = agent.answer(msg.payload, self.env, lambda request: self.ask_model(msg.job, request),
+                                  lambda stage: self.writer.write("progress", msg.job, {"stage": stage}))
         except Exception as e:  # the runner outlives a bad job; the host gets a clear error
             self.writer.write("error", msg.job, {"error": f"agent failed: {type(e).__name__}",
                                                  "type": "AgentError"})

@@ -53,8 +53,9 @@ SPECS = {
 
 
 def specs(names) -> list[dict]:
-    """The tools' descriptions for the model: [{"name", "description", "input_schema"}]."""
-    return [{"name": name, "description": SPECS[name][0], "input_schema": SPECS[name][1]}
+    """The tools' descriptions for the model, as the gateway takes them (its ToolSpec):
+    [{"name", "description", "parameters": JSON schema}]."""
+    return [{"name": name, "description": SPECS[name][0], "parameters": SPECS[name][1]}
             for name in names if name in SPECS]
 
 
@@ -120,9 +121,11 @@ class Workspace:
         self.used = total
         return total
 
+    def full_message(self) -> str:
+        return f"the workspace is full (its cap is {self.cap_bytes // MB} MB): delete files before writing more"
+
     def _full(self) -> Result:
-        return Result(False, f"the workspace is full (its cap is {self.cap_bytes // MB} MB): "
-                             "delete files before writing more", full=True)
+        return Result(False, self.full_message(), full=True)
 
     # -- the tools
     def _read_file(self, args: dict) -> Result:
@@ -178,6 +181,9 @@ class Workspace:
 
         def limits() -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+            # Python ignores SIGXFSZ and a child inherits that: restored, a command that grows
+            # a file past the room is stopped by it, which says the cap was reached.
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.root, env=RUN_ENV, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=limits,
@@ -195,8 +201,7 @@ class Workspace:
         # SIGXFSZ: the command (or the shell, for a builtin) tried to grow a file past the room.
         hit_limit = proc.returncode in (-signal.SIGXFSZ, SHELL_SIGNAL_BASE + signal.SIGXFSZ)
         if hit_limit or self.usage() >= self.cap_bytes:
-            return Result(False, f"{status}\n{text}\nthe workspace is now over its cap "
-                                 f"({self.cap_bytes // MB} MB): delete files before writing more", full=True)
+            return Result(False, f"{status}\n{text}\n{self.full_message()}", full=True)
         return Result(proc.returncode == 0, f"{status}\n{text}")
 
 

@@ -32,6 +32,8 @@ class Agent:
         self.job: Job | None = None          # the job it is running
         self.backlog: deque[Job] = deque()   # this chat's jobs waiting for it
         self.writer: ipc.Writer | None = None
+        self.workspace = ""                  # where its tools work, once bound ("" = no tools)
+        self.keep_files = False              # its folder still holds a workspace: never delete it
         # Counted by the IPC reader, to catch an agent that floods or writes where it may not.
         self.entries = 0                     # files made in out/ and not consumed yet
         self.entries_in = 0                  # entries made in in/ (the host's own among them)
@@ -58,8 +60,10 @@ class Agent:
         self.writer.write(kind, job_id, payload)
 
     def discard_files(self) -> None:
-        """Remove the IPC area (the key file with it)."""
+        """Remove the IPC area (the key file with it), unless a workspace could not be given
+        back from it (the next pool-manager's start recovers it)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        shutil.rmtree(self.layout.root, ignore_errors=True)
+        if not self.keep_files:
+            shutil.rmtree(self.layout.root, ignore_errors=True)

@@ -34,6 +34,7 @@ from proto.sockets import ensure_run_dir
 
 from .agents import Agent
 from .ipc_reader import IpcReader
+from .workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ MB = 1 << 20
 
 class WarmPool:
     def __init__(self, config: PoolConfig, backend, reader: IpcReader, loop: EventLoop,
-                 agents_dir: Path, name_prefix: str,
+                 agents_dir: Path, name_prefix: str, workspaces: Workspaces,
                  on_ready: Callable[[Agent], None], on_lost: Callable[[Agent, str], None]) -> None:
         self.config = config
+        self.workspaces = workspaces
         self.backend = backend
         self.reader = reader
         self.loop = loop
@@ -76,6 +78,10 @@ class WarmPool:
 
     # -- creating ----------------------------------------------------------------------
     def start(self) -> None:
+        # A killed pool-manager's agents may still hold workspaces: those come back first.
+        recovered = self.workspaces.recover(self.agents_dir)
+        if recovered:
+            log.warning("gave back %d workspaces that agents of an earlier run still held", recovered)
         ensure_run_dir(self.agents_dir)  # every agent's key and IPC files: owner-only
         left = self.backend.remove_leftovers()
         if left:
@@ -110,8 +116,9 @@ class WarmPool:
     def create(self, chat: str | None = None) -> Agent:
         agent_id = f"{self.name_prefix}-{next(self.numbers)}"
         agent = Agent(agent_id, self.agents_dir / agent_id, self.backend.agent_owner)
+        self.workspaces.prepare(agent.layout.root)
         if chat is not None:
-            agent.bind(chat)
+            self._bind(agent, chat)
         self.agents[agent_id] = agent
         self.reader.watch(agent)  # before the start, so `ready` cannot be missed
         self.counts["created"] += 1
@@ -175,7 +182,7 @@ class WarmPool:
         if agent is None:
             if self.ready:
                 agent = self.ready.popleft()
-                agent.bind(chat)
+                self._bind(agent, chat)
                 agent.state = "idle"
                 self._acquired((time.perf_counter() - started) * 1000, cold=False)
             else:  # a cold wait: for the agent whose start is furthest along, else a new one
@@ -183,7 +190,7 @@ class WarmPool:
                 if agent is None:
                     agent = self.create(chat)
                 else:
-                    agent.bind(chat)
+                    self._bind(agent, chat)
                 self.counts["cold_starts"] += 1
                 self._wait_begins(agent, started)
             self.arrivals.append(time.monotonic())
@@ -191,6 +198,14 @@ class WarmPool:
             self._make_room(keep=agent)  # after the hand-over: housekeeping, not acquiring
             self.fill()
         return agent
+
+    def _bind(self, agent: Agent, chat: str) -> None:
+        """The agent serves this chat from now on, in the chat's workspace."""
+        agent.bind(chat)
+        try:
+            agent.workspace = self.workspaces.lend(chat, agent.layout.root)
+        except OSError as exc:  # the job still runs, without tools
+            log.error("could not lend chat %s's workspace to agent %s: %s", chat, agent.id, exc)
 
     def _acquired(self, ms: float, cold: bool) -> None:
         self.counts["acquisitions"] += 1
@@ -239,6 +254,12 @@ class WarmPool:
             self.waiting_since = None
         if agent.chat is not None and self.sessions.get(agent.chat) is agent:
             del self.sessions[agent.chat]
+        # Now, in the loop: the chat's next agent may be bound before this one is removed.
+        try:
+            self.workspaces.give_back(agent.layout.root)
+        except OSError as exc:
+            log.error("could not give back the workspace agent %s held: %s (kept in its folder)", agent.id, exc)
+            agent.keep_files = True
         self.reader.unwatch(agent)
         self.agents.pop(agent.id, None)
         self.removing += 1

@@ -20,7 +20,7 @@ from proto import ipc
 from proto.config import Config
 from proto.frames import (
     Codec, GatewayIn, GatewayOut, Job, JobDelta, JobProgress, JobResult, PoolIn, PoolOut, SaveJob,
-    SaveUsage, TurnDelta, TurnRequest, TurnResult, shorten,
+    SaveUsage, Slots, TurnDelta, TurnRequest, TurnResult, shorten,
 )
 from proto.loop import EventLoop, Timer
 from proto.sockets import received
@@ -30,6 +30,7 @@ from .agents import Agent
 from .concurrency import ConcurrencyLimit
 from .ipc_reader import IpcReader
 from .pool import WarmPool
+from .workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ PER_MILLION = 1_000_000
 MAX_TOKENS = 2 ** 63 - 1
 # An agent's error or progress text reaches log lines and users: one line, this long at most.
 AGENT_NOTE_CHARS = 300
+# The agent's record of its tool calls, kept with the reply: bounded here too (its word).
+MAX_TOOL_LOG_CHARS = 4000
+RUN_TOOL = "run"
 
 
 def _agent_note(value: object) -> str:
@@ -94,14 +98,16 @@ class PoolManager:
         self.out = Codec(PoolOut)
         self.reader = IpcReader(loop, config.pool.sweep_interval, config.pool.max_agent_files,
                                 self._on_agent_message, self._on_rejected, self._check_limits)
-        self.pool = WarmPool(config.pool, backend, self.reader, loop, config.home / "agents",
-                             name_prefix, self._on_agent_ready, self._on_agent_lost)
+        self.pool = WarmPool(config.pool, backend, self.reader, loop, config.home / "agents", name_prefix,
+                             Workspaces(config.home / "workspaces", backend.agent_owner, lend=backend.name != "local"),
+                             self._on_agent_ready, self._on_agent_lost)
         self.limit = ConcurrencyLimit(
             config.pool.max_concurrency, config.pool.cpu_per_agent, config.pool.memory_per_agent_mb,
             config.gateway.max_in_flight if config.agents.provider != "offline" and gateway_socket else None)
         self.storage = StoreClient(storage_socket, loop, config.router.store_ack_timeout,
                                    lambda key: None, self._on_store_failed)
         self.jobs: dict[str, ActiveJob] = {}
+        self.router_peer: bytes | None = None  # who sends jobs: told when the limit changes
         self.reading = False
         self.load_timer: Timer | None = None
         self.state = "serving"
@@ -128,8 +134,13 @@ class PoolManager:
     # -- taking jobs -------------------------------------------------------------------
     def _update_reading(self) -> None:
         """Read jobs only while a slot is free (re-measuring load before each start)."""
+        told = self.limit.limit
         wanted = self.state == "serving" and len(self.jobs) < self.limit.evaluate(
             len(self.jobs), len(self.turns), self._agent_memory())
+        if self.limit.limit != told and self.router_peer is not None:
+            # The router holds jobs beyond the limit it last heard: a new one must reach it
+            # even while no job has anything to say.
+            self._send(self.router_peer, Slots(slots=self.limit.limit))
         if wanted and not self.reading:
             self.loop.add_reader(self.socket, self.on_readable)
         elif not wanted and self.reading:
@@ -169,6 +180,7 @@ class PoolManager:
                 self.jobs[job.id].peer = peer  # sent again after the router reconnected
                 continue
             active = ActiveJob(job, peer)
+            self.router_peer = peer
             self.jobs[job.id] = active
             self.counts["jobs"] += 1
             self._dispatch(active)
@@ -191,10 +203,10 @@ class PoolManager:
         agent.job = job
         payload = {"text": job.text, "intent": job.intent,
                    "context": [{"text": p.text, "source": p.source} for p in job.context],
-                   "history": [{"role": t.role, "content": t.content} for t in job.history]}
+                   "history": [{"role": t.role, "content": t.content, "tools": t.tools} for t in job.history]}
         if self.config.agents.provider != "offline" and self.gateway is not None:
             # The agent asks the model gateway for each turn (never the provider itself).
-            payload["model"] = {"tier": job.tier, "max_steps": self.config.agents.tier(job.tier).max_steps}
+            payload["model"] = self._model_settings(job, agent)
         try:
             agent.send_job(payload, job.id)
         except OSError as exc:
@@ -203,6 +215,23 @@ class PoolManager:
         active.timer = self.loop.call_later(self.config.pool.job_timeout, lambda: self._timed_out(job.id))
         self.storage.write(SaveJob(
             id=job.id, message_id=job.id, chat=job.chat, tier=job.tier, state="running", container=agent.id))
+
+    def _model_settings(self, job: Job, agent: Agent) -> dict:
+        """What the agent's loop needs: the tier's step limit and, once its chat's workspace
+        is lent to it, the tools the tier may use there."""
+        agents = self.config.agents
+        settings = agents.tier(job.tier)
+        model: dict = {"tier": job.tier, "max_steps": settings.max_steps}
+        tools = [name for name in settings.tools if name != RUN_TOOL or self.run_allowed]
+        if tools and agent.workspace:
+            model.update(tools=tools, workspace=agent.workspace, workspace_mb=agents.workspace_mb,
+                         run_timeout_s=agents.run_timeout)
+        return model
+
+    @property
+    def run_allowed(self) -> bool:
+        """Commands run in a container; on the local backend only when the config says so."""
+        return self.backend.name != "local" or self.config.agents.local_run
 
     def _timed_out(self, job_id: str) -> None:
         active = self.jobs.get(job_id)
@@ -412,9 +441,10 @@ class PoolManager:
             model=agent_name.split(":", 1)[1] if ":" in agent_name else agent_name,
             container=container,
             input_tokens=_tokens(usage, "input_tokens", "prompt_tokens"),
-            output_tokens=_tokens(usage, "output_tokens", "completion_tokens"))
+            output_tokens=_tokens(usage, "output_tokens", "completion_tokens"),
+            tools=shorten(str(result.get("tools", "")), MAX_TOOL_LOG_CHARS))
 
-    def _send(self, peer: bytes, frame: JobResult | JobProgress) -> None:
+    def _send(self, peer: bytes, frame: JobResult | JobProgress | JobDelta | Slots) -> None:
         frame.slots = self.limit.limit
         try:
             self.socket.send_multipart([peer, self.out.encode(frame)], zmq.NOBLOCK)

@@ -22,6 +22,7 @@ import zmq
 from proto.config import Jobs as JobsConfig
 from proto.frames import (
     ClientOut, Codec, Job, JobDelta, JobProgress, JobResult, Notice, PoolIn, PoolOut, Reply, SaveAnswer,
+    Slots,
 )
 from proto.loop import EventLoop
 from proto.metrics import percentile
@@ -144,6 +145,8 @@ class JobDispatcher:
     def on_readable(self) -> None:
         for frame in received(self.socket, self.answers, "the pool-manager", log):
             self.slots = frame.slots or self.slots
+            if isinstance(frame, Slots):
+                continue
             flight = self.flights.get(frame.id)
             if flight is None:
                 continue  # answered already (a job sent twice, answered twice)
@@ -176,10 +179,10 @@ class JobDispatcher:
         else:
             self.counts["results"] += 1
             self._answer(flight, "answered", lambda id: Reply(id=id, chat=job.chat, tier=job.tier, text=result.text),
-                         result.written_at)
+                         result.written_at, result.tools)
 
     def _answer(self, flight: Flight, status: str, answer_for: Callable[[str], ClientOut],
-                written_at: float = 0.0) -> None:
+                written_at: float = 0.0, tools: str = "") -> None:
         """Store the job's final answer for each of its messages and send it to their clients;
         once the job's own message is stored, the job is done."""
         job = flight.job
@@ -194,7 +197,7 @@ class JobDispatcher:
                 self.result_to_reply_ms.append((time.time() - written_at) * 1000)
             self.on_done(job, status == "answered")
 
-        self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status=status, answer=answer),
+        self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status=status, answer=answer, tools=tools),
                      answer, flight.clients, then=done)
 
     # -- reconnects --------------------------------------------------------------------

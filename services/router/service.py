@@ -288,7 +288,7 @@ class Router:
         first = messages[0].message
         tier = max((held.message.tier for held in messages), key=AGENT_TIERS.index)
         agents = self.full_config.agents
-        history = [Turn(role=role, content=text) for role, text in self._read(
+        history = [Turn(role=role, content=text, tools=tools) for role, text, tools in self._read(
                    lambda db: recent_turns(db, first.chat, first.id, self.full_config.jobs.history_turns), [])]
         return Job(id=first.id, chat=first.chat, tier=tier,
                    model=agents.light_model if tier == "container-light" else agents.full_model,

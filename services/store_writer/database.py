@@ -227,22 +227,22 @@ def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> None:
 
 
 def _insert_reply(conn: sqlite3.Connection, message_id: str, seq: int, answer: Reply | Notice,
-                  now: float) -> None:
+                  now: float, tools: str = "") -> None:
     if isinstance(answer, Reply):
         row = ("reply", answer.tier, None, answer.text)
     else:
         row = ("notice", None, answer.kind, answer.text)
     conn.execute(
-        "INSERT OR IGNORE INTO replies(message_id, seq, kind, tier, notice_kind, text, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (message_id, seq, *row, now),
+        "INSERT OR IGNORE INTO replies(message_id, seq, kind, tier, notice_kind, text, created_at, tools) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (message_id, seq, *row, now, tools or None),
     )
 
 
 def save_answer(conn: sqlite3.Connection, frame: SaveAnswer) -> None:
     """A later answer (seq > 0) and the message's new status; a resent one changes nothing."""
     conn.execute("UPDATE messages SET status = ? WHERE id = ?", (frame.status, frame.message_id))
-    _insert_reply(conn, frame.message_id, frame.seq, frame.answer, time.time())
+    _insert_reply(conn, frame.message_id, frame.seq, frame.answer, time.time(), frame.tools)
 
 
 def save_job(conn: sqlite3.Connection, frame: SaveJob) -> None:

@@ -5,7 +5,7 @@ agent never holds a provider key: it asks the model gateway over IPC), read-only
 capabilities dropped, no-new-privileges, a non-root user, memory/pids/CPU limits, a cap on
 the size of any one file it writes (RLIMIT_FSIZE: its IPC folder is on the host's disk), a
 small tmpfs for /tmp, the agent's IPC folder bind-mounted read-write at /ipc and its key
-file read-only. A container that runs out of memory is replaced (the engine's ``oom``
+file read-only, and its own folder at /chat, where its chat's workspace is lent to it. A container that runs out of memory is replaced (the engine's ``oom``
 event); one that reached its process limit is replaced at the next IPC sweep (cgroup v1
 sends no event for it, so its ``pids.events`` counter is read then). Every container is labelled with this warmwire's home, so the ones a previous
 run left behind are found and removed at start and at stop.
@@ -26,6 +26,7 @@ from proto import ipc
 from proto.config import Config
 from proto.loop import EventLoop
 
+from ..workspaces import CONTAINER_MOUNT, MOUNT_DIR
 from .common import container_user, home_label
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ def container_options(config: Config, image: str, agent_id: str, layout: ipc.Lay
     pool = config.pool
     uid, gid = container_user() or (os.getuid(), os.getgid())
     volumes = {str(layout.ipc_dir): {"bind": ipc.CONTAINER_IPC_DIR, "mode": "rw"},
-               str(layout.key_file): {"bind": ipc.CONTAINER_KEY_FILE, "mode": "ro"}}
+               str(layout.key_file): {"bind": ipc.CONTAINER_KEY_FILE, "mode": "ro"},
+               # Empty until the chat's workspace is lent to the agent (../workspaces.py).
+               str(layout.root / MOUNT_DIR): {"bind": CONTAINER_MOUNT, "mode": "rw"}}
     return dict(
         image=image, name=agent_id, detach=True, user=f"{uid}:{gid}",
         read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
@@ -169,4 +172,5 @@ class DockerBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "image": self.config.pool.image, "network": self.config.pool.agent_network,
-                "isolation": "container: read-only root, no capabilities, non-root, limits"}
+                "isolation": "container: read-only root, no capabilities, non-root, limits",
+                "run_tool": "on, inside the container"}

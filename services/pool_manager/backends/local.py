@@ -95,4 +95,6 @@ class LocalBackend:
         return 0  # a local agent gets SIGKILL from the kernel when its pool-manager dies
 
     def describe(self) -> dict:
-        return {"backend": self.name, "isolation": "local process, no container"}
+        run = ("on (agents.local_run: commands run on this machine, unconfined)" if self.config.agents.local_run
+               else "off (no container around it; agents.local_run = true allows it)")
+        return {"backend": self.name, "isolation": "local process, no container", "run_tool": run}
