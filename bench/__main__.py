@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from . import agents, classify, gateway, idle, inline_latency, routing, scale, search, sqlite
+from . import agents, classify, gateway, idle, inline_latency, routing, scale, search, sqlite, tools
 from .harness import System
 from .progress import progress
 from .report import REPORT, write_markdown, write_plot
@@ -26,7 +26,7 @@ from .stats import Row
 
 # Idle first, while nothing else has run in this warmwire yet.
 ROWS = (idle.run, inline_latency.run, search.bench_rows, agents.run, scale.run, sqlite.run, routing.run,
-        gateway.run, classify.bench_row)
+        gateway.run, tools.run, classify.bench_row)
 
 
 def machine() -> dict:

@@ -48,6 +48,23 @@ class Answer:
 
 
 @dataclass
+class ToolLoop:
+    """An agent's tool loop: the tool call again while the request holds fewer than ``rounds``
+    tool results, then a short answer."""
+
+    tool_call: dict
+    rounds: int
+
+    def step_for(self, body: dict) -> Answer:
+        results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool" or (
+            isinstance(m.get("content"), list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
+                                                       for b in m["content"])))
+        if results < self.rounds:
+            return Answer(pieces=("",), tool_call={**self.tool_call, "id": f"call_{results + 1}"})
+        return Answer(pieces=("done",))
+
+
+@dataclass
 class StreamError:
     kind: str = "overloaded_error"
 
@@ -132,6 +149,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(401, {"error": {"type": "authentication_error",
                                               "message": f"invalid api key {key}"}})
         step = self.server.next_step()
+        if isinstance(step, ToolLoop):
+            step = step.step_for(body)
         if isinstance(step, Status):
             return self._json(step.code, {"error": {"type": "rate_limit_error" if step.code == 429 else "api_error",
                                                     "message": "scripted"}}, step.headers)
@@ -235,7 +254,7 @@ class Handler(BaseHTTPRequestHandler):
         self._event(None, "[DONE]")
 
 
-def serve_in_process(key: str, connection, answer: Answer | None = None) -> None:
+def serve_in_process(key: str, connection, answer: Answer | ToolLoop | None = None) -> None:
     """Run a provider in a process of its own (the bench: its threads must not share a GIL
     with what is measured). Sends its URL, then each call's first-byte time, on connection.
     answer: how every call is answered."""

@@ -15,6 +15,7 @@ alone costs.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import tempfile
 import time
@@ -52,10 +53,11 @@ class Provider:
     """The scripted provider in a process of its own; ``first_byte()``: the monotonic time
     at which it began streaming text for the call it answered last."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer=ANSWER) -> None:
+        """answer: how every call is answered (an Answer, or a ToolLoop)."""
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=serve_in_process, args=(KEY, child, ANSWER), daemon=True)
+        self.process = context.Process(target=serve_in_process, args=(KEY, child, answer), daemon=True)
         self.process.start()
         self.url = self._receive()
 
@@ -123,26 +125,32 @@ def _direct_samples(provider: Provider, count: int) -> list[float]:
     return samples
 
 
-def run(system: System | None, quick: bool, progress) -> Row:
-    """system: the benchmark's main warmwire (its pool backend is used here too)."""
-    count = QUICK_SAMPLES if quick else FULL_SAMPLES
-    provider = Provider()
+@contextlib.contextmanager
+def provider_system(answer, backend: str):
+    """A scripted provider in its own process, and a warmwire whose gateway talks to it
+    (``backend``: where its agents run). Yields (provider, system)."""
+    provider = Provider(answer)
     folder = Path(tempfile.mkdtemp(prefix="ww-bench-key-"))
     key_file = folder / "provider.key"
     key_file.write_text(KEY)
     key_file.chmod(0o600)
     try:
-        settings = {"WARMWIRE_AGENTS_PROVIDER": "anthropic", "WARMWIRE_AGENTS_PROVIDER_URL": provider.url,
-                    "WARMWIRE_AGENTS_API_KEY_FILE": str(key_file),
-                    "WARMWIRE_POOL_BACKEND": system.config.pool.backend if system else "auto"}
-        with System(**settings) as gateway_system:
-            samples = _warmwire_samples(gateway_system, provider, count,
-                                        lambda done, total: progress("gateway_overhead", done, total))
-        baseline = _direct_samples(provider, count)
+        with System(WARMWIRE_AGENTS_PROVIDER="anthropic", WARMWIRE_AGENTS_PROVIDER_URL=provider.url,
+                    WARMWIRE_AGENTS_API_KEY_FILE=str(key_file), WARMWIRE_POOL_BACKEND=backend) as system:
+            yield provider, system
     finally:
         provider.stop()
         key_file.unlink(missing_ok=True)
         folder.rmdir()
+
+
+def run(system: System | None, quick: bool, progress) -> Row:
+    """system: the benchmark's main warmwire (its pool backend is used here too)."""
+    count = QUICK_SAMPLES if quick else FULL_SAMPLES
+    with provider_system(ANSWER, system.config.pool.backend if system else "auto") as (provider, gateway_system):
+        samples = _warmwire_samples(gateway_system, provider, count,
+                                    lambda done, total: progress("gateway_overhead", done, total))
+        baseline = _direct_samples(provider, count)
     return latency_row("gateway_overhead", "ms", samples, baseline, TARGET_P99_MS,
                        note="provider's first streamed text byte -> client's first delta notice "
                             "(baseline: the same stream read directly, without warmwire); the provider's first token "

@@ -536,6 +536,9 @@ class TurnRequest(Frame, tag="turn-request"):
     messages: list[ModelMessage] = []
     tools: list[ToolSpec] = []
     stream: bool = True
+    # Milliseconds the agent spent running the previous turn's tool calls (the gateway's
+    # tool_step figure leaves them out: it is the path's own cost).
+    tool_ms: float = 0.0
 
 
 class TurnDelta(Frame, tag="turn-delta"):

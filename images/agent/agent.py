@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import tools
 
@@ -186,8 +187,10 @@ def model_answer(text: str, context, history, model: dict, ask, say=None, intent
     log = ToolLog()
     turn: dict = {}
     told_full = False
+    tool_ms = 0.0  # spent running the last turn's tool calls: the host's timing leaves it out
     for step in range(1, max(1, max_steps) + 1):
-        request = {"step": step, "system": _system_prompt(context, bool(offered)), "messages": messages}
+        request = {"step": step, "system": _system_prompt(context, bool(offered)), "messages": messages,
+                   "tool_ms": round(tool_ms, 3)}
         if offered:
             request["tools"] = offered
         turn = ask(request)
@@ -198,6 +201,7 @@ def model_answer(text: str, context, history, model: dict, ask, say=None, intent
         if turn.get("error") or not calls:
             break
         messages.append({"role": "assistant", "content": str(turn.get("text", "")), "tool_calls": calls})
+        started = time.perf_counter()
         for call in calls:
             call = call if isinstance(call, dict) else {}
             name, args = str(call.get("name", "")), call.get("arguments")
@@ -212,6 +216,7 @@ def model_answer(text: str, context, history, model: dict, ask, say=None, intent
                     say(workspace.full_message())
             log.add(name, args, result)
             messages.append({"role": "tool", "tool_call_id": str(call.get("id", "")), "content": result.text})
+        tool_ms = (time.perf_counter() - started) * 1000
     else:
         turn = {**turn, "text": f"{turn.get('text', '')}\n\n(I stopped here: this job reached its limit of "
                                 f"{max_steps} model turns.)".strip()}

@@ -17,7 +17,7 @@ import email.utils
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ import httpx
 
 from proto.config import Config
 from proto.frames import SaveUsage, TurnRequest, TurnResult
+from proto.metrics import percentile
 
 from .providers import ANTHROPIC, SseParser, StreamError, new_stream, request_for
 
@@ -36,6 +37,7 @@ SERVER_ERRORS = range(500, 600)
 SECONDS_PER_MS = 0.001
 # Sent with every error text that a user reads; the key never is.
 ERROR_CHARS = 200
+SAMPLES_KEPT = 1000  # tool steps kept for status percentiles
 
 
 class Attempt(Exception):
@@ -105,6 +107,11 @@ class Gateway:
                                              "refused_budget": 0, "deltas": 0,
                                              "usage_estimated": 0})
         self.statuses: Counter[str] = Counter()   # HTTP statuses seen, for status
+        # A turn that asked for tools: its job -> when the tool calls had arrived whole. The
+        # job's next request leaving for the provider closes a tool step: the path from the
+        # model's tool call to its next request, less the tools' own run time (the agent's).
+        self.tool_calls_at: dict[str, float] = {}
+        self.tool_step_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
         self.estimated_models: set[str] = set()   # models whose usage had to be estimated
 
     @property
@@ -125,7 +132,9 @@ class Gateway:
                 "spent_today_usd": round(self.spent, 6), "budget_usd": self.budget,
                 "budget_left_usd": round(max(0.0, self.budget - self.spent), 6) if self.budget else None,
                 "unpriced_models": dict(self.unpriced) or None,
-                "http": dict(self.statuses), **self.counts}
+                "http": dict(self.statuses), **self.counts,
+                "tool_step": {"steps": len(self.tool_step_ms), "p50_ms": percentile(self.tool_step_ms, 0.5),
+                              "p99_ms": percentile(self.tool_step_ms, 0.99)}}
 
     def unpriced_tier_models(self) -> list[str]:
         """Configured models with no price: flagged at start, before any cost is unknown."""
@@ -211,6 +220,8 @@ class Gateway:
                 self.counts["deltas"] += 1
                 on_delta(text)
 
+            if attempt == 1:
+                self._tool_step_ends(request)
             try:
                 stream = await self._call(url, headers, body, timeout, delta)
             except Attempt as failure:
@@ -236,11 +247,21 @@ class Gateway:
         self.on_usage(SaveUsage(job_id=request.req, model=tier.model, input_tokens=stream.input_tokens,
                                 output_tokens=stream.output_tokens, cost_usd=cost or 0.0))
         self.counts["answered"] += 1
+        calls = stream.tool_calls()
+        if calls:
+            self.tool_calls_at[request.job] = time.perf_counter()
+            if len(self.tool_calls_at) > SAMPLES_KEPT:  # jobs that never asked again (step limit, errors)
+                del self.tool_calls_at[next(iter(self.tool_calls_at))]
         return TurnResult(req=request.req, job=request.job, chat=request.chat, text=stream.text,
-                          tool_calls=stream.tool_calls(), stop_reason=stream.stop_reason,
+                          tool_calls=calls, stop_reason=stream.stop_reason,
                           model=tier.model, provider=self.kind, input_tokens=stream.input_tokens,
                           output_tokens=stream.output_tokens, cost_usd=cost, unpriced=cost is None,
                           attempts=attempt, budget_notice=notice, usage_estimated=estimated)
+
+    def _tool_step_ends(self, request: TurnRequest) -> None:
+        arrived = self.tool_calls_at.pop(request.job, None)
+        if arrived is not None:
+            self.tool_step_ms.append((time.perf_counter() - arrived) * 1000 - request.tool_ms)
 
     def _estimate(self, stream, request: TurnRequest, model: str) -> None:
         """A stream that carried no usage (llama-cpp-python's server sends none, even when

@@ -288,7 +288,8 @@ class PoolManager:
             request = msgspec.convert({"req": req, "job": job.id, "chat": job.chat, "tier": job.tier,
                                        "system": payload.get("system", ""),
                                        "messages": payload.get("messages", []),
-                                       "tools": payload.get("tools", [])}, TurnRequest)
+                                       "tools": payload.get("tools", []),
+                                       "tool_ms": payload.get("tool_ms", 0.0)}, TurnRequest)
         except msgspec.ValidationError as exc:
             self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
                                                  error=f"malformed model request: {shorten(str(exc))}"))
