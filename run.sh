@@ -7,11 +7,15 @@
 #   ./run.sh learn PATH      import a Markdown/text file or folder into the knowledge base
 #   ./run.sh keys [--client NAME]  CurveZMQ keys for a frontend other hosts reach (SECURITY.md)
 #   ./run.sh web-token       make a token for the web page (it then asks for it)
-#   ./run.sh classify        JSON lines {"text"} on stdin -> {"tier","reason"} on stdout
+#   ./run.sh classify        JSON lines {"text", "session"?} on stdin -> {"tier","reason"} on stdout
 #   ./run.sh bench [--quick] [--json FILE]   the benchmark
 #   ./run.sh image [--base IMAGE]  build the agent image (quick when nothing changed)
 #   ./run.sh lock [--upgrade]  refresh requirements.lock after a change to pyproject.toml's
 #                            dependencies; --upgrade: the newest releases of everything
+# Where things live: $WARMWIRE_HOME (default ./.warmwire): data/warmwire.db, logs/, keys/, and
+# workspaces/<chat>, each chat's own folder where its agent's tools read, write and run.
+# To clear a chat's workspace, delete its folder (a busy chat's folder is lent to its agent
+# and comes back when the agent is retired). The web page: http://127.0.0.1:7480
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -240,7 +240,7 @@ class SaveUsage(Frame, tag="save-usage"):
     model: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float | None  # None: the model has no price (its cost is unknown, not $0)
 
     @property
     def key(self) -> str:

@@ -107,6 +107,22 @@ MIGRATIONS: tuple[Migration, ...] = (
     # What an agent's tools did in the turn that made a reply (bounded, one line a call): the
     # history sent with later jobs of the chat includes it.
     Migration("the tools an agent used for a reply", "ALTER TABLE replies ADD COLUMN tools TEXT;"),
+    # A model with no price has an unknown cost, not $0: NULL (SQLite cannot drop NOT NULL in
+    # place, so the table is rebuilt, rows and ids kept).
+    Migration("usage: an unknown cost is NULL, not $0", """
+CREATE TABLE usage_new (
+    id             INTEGER PRIMARY KEY,
+    job_id         TEXT UNIQUE,
+    model          TEXT NOT NULL,
+    input_tokens   INTEGER NOT NULL,
+    output_tokens  INTEGER NOT NULL,
+    cost_usd       REAL,                   -- NULL: the model has no price in [prices]
+    created_at     REAL NOT NULL
+);
+INSERT INTO usage_new SELECT id, job_id, model, input_tokens, output_tokens, cost_usd, created_at FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_new RENAME TO usage;
+"""),
 )
 # The version of a database that has had every migration: the code's schema version.
 LATEST = len(MIGRATIONS)

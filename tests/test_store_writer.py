@@ -10,8 +10,8 @@ import pytest
 import zmq
 
 from proto.config import load
-from proto.db import KnownMessage, known_message, open_readonly
-from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, StoredMessage, StoreOut
+from proto.db import KnownMessage, known_message, open_readonly, spend_since
+from proto.frames import Codec, Committed, Notice, Reply, SaveExchange, SaveUsage, StoredMessage, StoreOut
 from proto.loop import EventLoop
 from proto.sockets import bind_router, connect_dealer
 from services.store_writer.database import open_writer
@@ -94,6 +94,16 @@ def test_a_resent_write_is_acknowledged_again_and_changes_nothing(rig):
     reader = open_readonly(path, 1000)
     assert reader.execute("SELECT text FROM messages").fetchall() == [("first",)]
     assert reader.execute("SELECT count(*) FROM replies").fetchone() == (1,)
+
+
+def test_an_unpriced_models_cost_is_stored_as_unknown_not_zero(rig):
+    path, _, send_and_commit = rig
+    send_and_commit(SaveUsage(job_id="j1", model="priced", input_tokens=10, output_tokens=5, cost_usd=0.25),
+                    SaveUsage(job_id="j2", model="unpriced", input_tokens=7, output_tokens=3, cost_usd=None))
+    reader = open_readonly(path, 1000)
+    assert reader.execute("SELECT model, cost_usd FROM usage ORDER BY job_id").fetchall() == [
+        ("priced", 0.25), ("unpriced", None)]
+    assert spend_since(reader, 0) == (2, 25, 0.25)
 
 
 def test_a_notice_is_stored_as_the_answer(rig):

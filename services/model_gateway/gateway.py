@@ -245,7 +245,7 @@ class Gateway:
             self._estimate(stream, request, tier.model)
         cost, notice = self._count(tier.model, stream.input_tokens, stream.output_tokens)
         self.on_usage(SaveUsage(job_id=request.req, model=tier.model, input_tokens=stream.input_tokens,
-                                output_tokens=stream.output_tokens, cost_usd=cost or 0.0))
+                                output_tokens=stream.output_tokens, cost_usd=cost))
         self.counts["answered"] += 1
         calls = stream.tool_calls()
         if calls:

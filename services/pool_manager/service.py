@@ -406,7 +406,7 @@ class PoolManager:
         if not frame.error and not active.turns:
             price = self.config.prices.get(frame.model)
             cost = ((frame.input_tokens * price.input + frame.output_tokens * price.output) / PER_MILLION
-                    if price else 0.0)
+                    if price else None)
             self.storage.write(SaveUsage(
                 job_id=job.id, model=frame.model, input_tokens=frame.input_tokens,
                 output_tokens=frame.output_tokens, cost_usd=cost))
