@@ -13,7 +13,8 @@ from services.pool_manager.pool import WarmPool
 def pool(**settings: str) -> WarmPool:
     env = {f"WARMWIRE_POOL_{key.upper()}": value for key, value in settings.items()}
     return WarmPool(load(env).pool, backend=None, reader=None, loop=None, agents_dir=Path("/nonexistent"),
-                    name_prefix="test", on_ready=lambda agent: None, on_lost=lambda agent, why: None)
+                    name_prefix="test", workspaces=None, on_ready=lambda agent: None,
+                    on_lost=lambda agent, why: None)
 
 
 def test_with_no_new_chats_the_target_is_min_ready():
