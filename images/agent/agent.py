@@ -170,8 +170,9 @@ class ToolLog:
         line = f"{name}({what}) -> {'ok' if result.ok else 'failed'}: {outcome}"
         self.lines.append(line if len(line) <= MAX_TOOL_LOG_LINE else line[:MAX_TOOL_LOG_LINE] + "…")
 
-    def text(self) -> str:
-        return "\n".join(self.lines)
+    def result(self) -> dict:
+        """The result's "tools" field, when any tool ran."""
+        return {"tools": "\n".join(self.lines)} if self.lines else {}
 
 
 def model_answer(text: str, context, history, model: dict, ask, say=None, intent: str = "") -> dict:
@@ -227,9 +228,9 @@ def model_answer(text: str, context, history, model: dict, ask, say=None, intent
         failure = str(turn["error"])
         # Say what failed, then answer offline: never pass offline text off as a model's.
         return {"text": offline_answer(text, context, failure=failure, intent=intent), "agent": OFFLINE_AGENT,
-                "offline": True, "provider_error": failure, "tools": log.text()}
+                "offline": True, "provider_error": failure, **log.result()}
     return {"text": str(turn.get("text", "")), "agent": f"{turn.get('provider')}:{turn.get('model')}",
-            "offline": False, "usage": usage, "tools": log.text()}
+            "offline": False, "usage": usage, **log.result()}
 
 
 def answer(payload: dict, env, ask=None, say=None) -> dict:
