@@ -15,7 +15,7 @@ import uuid
 
 import zmq
 
-from proto.frames import Chat, ClientOut, Codec, Notice, Reply
+from proto.frames import Chat, ClientOut, Codec, Reply
 from proto.sockets import connect_dealer
 
 from .fake_provider import ToolLoop

@@ -1,4 +1,5 @@
-"""One agent: a container (or local process) with its own IPC folder, serving one chat."""
+"""One agent: a container (or local process) with its own IPC folder, serving one chat; and
+ActiveJob, a job the pool-manager holds until it is answered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from proto import ipc
 from proto.frames import Job
+from proto.loop import Timer
 
 
 class Agent:
@@ -67,3 +69,20 @@ class Agent:
             self.writer = None
         if not self.keep_files:
             shutil.rmtree(self.layout.root, ignore_errors=True)
+
+
+class ActiveJob:
+    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress", "turns", "asked",
+                 "asking")
+
+    def __init__(self, job: Job, peer: bytes) -> None:
+        self.job = job
+        self.peer = peer
+        self.agent: Agent | None = None
+        self.attempts = 0
+        self.timer: Timer | None = None
+        self.received = time.monotonic()
+        self.progress = 0  # progress notices passed on to the user
+        self.turns = 0     # model turns the gateway answered (and recorded the usage of)
+        self.asked = 0     # model turns its agent asked for (the step limit counts these)
+        self.asking = ""   # the turn it waits for now: one at a time

@@ -9,27 +9,24 @@ queue and tell the user.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable
 
 import msgspec
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from proto import ipc
 from proto.config import Config
 from proto.frames import (
-    Codec, GatewayIn, GatewayOut, Job, JobDelta, JobProgress, JobResult, PoolIn, PoolOut, SaveJob,
-    SaveUsage, Slots, TurnDelta, TurnRequest, TurnResult, shorten,
+    Codec, Job, JobDelta, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage, Slots, shorten,
 )
 from proto.loop import EventLoop, Timer
-from proto.sockets import received
 from proto.store_client import StoreClient
 
-from .agents import Agent
+from .agents import ActiveJob, Agent
 from .concurrency import ConcurrencyLimit
 from .ipc_reader import IpcReader
 from .pool import WarmPool
+from .turns import ModelTurns
 from .workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -59,38 +56,12 @@ def _tokens(usage: dict, *names: str) -> int:
     return 0
 
 
-class ActiveJob:
-    __slots__ = ("job", "peer", "agent", "attempts", "timer", "received", "progress", "turns", "asked",
-                 "asking")
-
-    def __init__(self, job: Job, peer: bytes) -> None:
-        self.job = job
-        self.peer = peer
-        self.agent: Agent | None = None
-        self.attempts = 0
-        self.timer: Timer | None = None
-        self.received = time.monotonic()
-        self.progress = 0  # progress notices passed on to the user
-        self.turns = 0     # model turns the gateway answered (and recorded the usage of)
-        self.asked = 0     # model turns its agent asked for (the step limit counts these)
-        self.asking = ""   # the turn it waits for now: one at a time
-
-
 class PoolManager:
     def __init__(self, config: Config, socket: zmq.Socket, storage_socket: zmq.Socket,
                  loop: EventLoop, backend, backend_note: str, name_prefix: str,
                  gateway_socket: zmq.Socket | None = None) -> None:
         self.config = config
         self.socket = socket
-        self.gateway = gateway_socket
-        self.turn_codec = Codec(GatewayIn)
-        self.turn_answers = Codec(GatewayOut)
-        # Model turns asked of the gateway and not answered yet: request id -> the encoded
-        # request, sent again if the gateway restarts (what it held died with it).
-        self.turns: dict[str, bytes] = {}
-        self.gateway_monitor = (gateway_socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-                                if gateway_socket is not None else None)
-        self.gateway_lost = False
         self.loop = loop
         self.backend = backend
         self.backend_note = backend_note
@@ -107,18 +78,19 @@ class PoolManager:
         self.storage = StoreClient(storage_socket, loop, config.router.store_ack_timeout,
                                    lambda key: None, self._on_store_failed)
         self.jobs: dict[str, ActiveJob] = {}
+        self.turns = (ModelTurns(config, gateway_socket, loop, self.jobs, self._send,
+                                 lambda active, error: self._finish(active, error=error))
+                      if gateway_socket is not None else None)
         self.router_peer: bytes | None = None  # who sends jobs: told when the limit changes
         self.reading = False
         self.load_timer: Timer | None = None
         self.state = "serving"
-        self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0,
-                       "model_turns": 0, "deltas": 0, "turns_resent": 0}
+        self.counts = {"jobs": 0, "results": 0, "errors": 0, "undeliverable": 0}
 
     def start(self) -> None:
         self.storage.start()
-        if self.gateway is not None:
-            self.loop.add_reader(self.gateway, self.on_gateway_readable)
-            self.loop.add_reader(self.gateway_monitor, self._on_gateway_monitor)
+        if self.turns is not None:
+            self.turns.start()
         self.pool.start()
         self._update_reading()
         log.info("agents run on the %s backend%s", self.backend.name,
@@ -128,7 +100,8 @@ class PoolManager:
         return {**self.backend.describe(), "backend_note": self.backend_note,
                 "limit": self.limit.limit, "max_concurrency": self.config.pool.max_concurrency,
                 "load": self.limit.measured, "active_jobs": len(self.jobs),
-                "model_turns_waiting": len(self.turns), **self.counts,
+                "model_turns_waiting": self._waiting_on_model(), **self.counts,
+                **(self.turns.counts if self.turns else {}),
                 "pool": self.pool.stats(), "ipc": self.reader.counts}
 
     # -- taking jobs -------------------------------------------------------------------
@@ -136,7 +109,7 @@ class PoolManager:
         """Read jobs only while a slot is free (re-measuring load before each start)."""
         told = self.limit.limit
         wanted = self.state == "serving" and len(self.jobs) < self.limit.evaluate(
-            len(self.jobs), len(self.turns), self._agent_memory())
+            len(self.jobs), self._waiting_on_model(), self._agent_memory())
         if self.limit.limit != told and self.router_peer is not None:
             # The router holds jobs beyond the limit it last heard: a new one must reach it
             # even while no job has anything to say.
@@ -148,6 +121,9 @@ class PoolManager:
         self.reading = wanted
         if self.jobs and self.load_timer is None:
             self.load_timer = self.loop.call_later(self.config.pool.load_interval, self._remeasure)
+
+    def _waiting_on_model(self) -> int:
+        return len(self.turns.pending) if self.turns else 0
 
     def _agent_memory(self) -> list[int]:
         """What each agent alive uses now (its container's memory counter, a local agent's
@@ -204,7 +180,7 @@ class PoolManager:
         payload = {"text": job.text, "intent": job.intent,
                    "context": [{"text": p.text, "source": p.source} for p in job.context],
                    "history": [{"role": t.role, "content": t.content, "tools": t.tools} for t in job.history]}
-        if self.config.agents.provider != "offline" and self.gateway is not None:
+        if self.config.agents.provider != "offline" and self.turns is not None:
             # The agent asks the model gateway for each turn (never the provider itself).
             payload["model"] = self._model_settings(job, agent)
         try:
@@ -257,101 +233,12 @@ class PoolManager:
                 active.progress += 1
                 self._send(active.peer, JobProgress(id=message.job, chat=message.chat,
                                                     text=_agent_note(message.payload.get("stage", "working"))))
-        elif message.kind == "model":
-            self._ask_gateway(active, message)
+        elif message.kind == "model" and self.turns is not None:
+            self.turns.ask(active, message)
         elif message.kind == "result":
             self._finish(active, result=message.payload, written_at=message.ts)
         elif message.kind == "error":
             self._finish(active, error=_agent_note(message.payload.get("error", "the agent failed")))
-
-    # -- model turns: agent -> gateway -> agent ----------------------------------------
-    def _ask_gateway(self, active: ActiveJob, message: ipc.Message) -> None:
-        """An agent asks for a model turn: checked, then sent to the gateway. Whatever is
-        wrong with it is answered with an error turn, so the agent never waits in vain. The
-        host counts the turns (not the agent's word): at most the tier's step limit per job,
-        one at a time, so an agent cannot spend more than its job allows."""
-        job = active.job
-        payload = message.payload
-        max_steps = self.config.agents.tier(job.tier).max_steps
-        active.asked += 1
-        req = job.id if active.asked == 1 else f"{job.id}#{active.asked}"
-        error = ""
-        if active.asking:
-            error = "a model turn is already under way for this job"
-        elif active.asked > max_steps:
-            error = f"the step limit ({max_steps}) is reached"
-        if error or self.gateway is None:
-            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
-                                                 error=error or "no model gateway"))
-            return
-        try:
-            request = msgspec.convert({"req": req, "job": job.id, "chat": job.chat, "tier": job.tier,
-                                       "system": payload.get("system", ""),
-                                       "messages": payload.get("messages", []),
-                                       "tools": payload.get("tools", []),
-                                       "tool_ms": payload.get("tool_ms", 0.0)}, TurnRequest)
-        except msgspec.ValidationError as exc:
-            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
-                                                 error=f"malformed model request: {shorten(str(exc))}"))
-            return
-        data = self.turn_codec.encode(request)
-        try:
-            self.gateway.send(data, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            self._answer_turn(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="provider",
-                                                 error=f"the model gateway is not reachable ({exc.strerror})"))
-            return
-        active.asking = req
-        self.turns[req] = data
-        self.counts["model_turns"] += 1
-
-    def _on_gateway_monitor(self) -> None:
-        """A connect after a disconnect is a restarted gateway: the turns the old one held
-        are sent again (their agents are waiting for them)."""
-        while self.gateway_monitor.poll(0):
-            event = recv_monitor_message(self.gateway_monitor)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
-                self.gateway_lost = True
-            elif event == zmq.EVENT_CONNECTED and self.gateway_lost:
-                self.gateway_lost = False
-                if self.turns:
-                    log.warning("the model gateway reconnected; sending its %d unanswered turns again",
-                                len(self.turns))
-                for data in self.turns.values():
-                    try:
-                        self.gateway.send(data, zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        pass  # the job's timeout answers it
-                self.counts["turns_resent"] += len(self.turns)
-
-    def on_gateway_readable(self) -> None:
-        for frame in received(self.gateway, self.turn_answers, "the model gateway", log):
-            active = self.jobs.get(frame.job)
-            if isinstance(frame, TurnDelta):
-                if active is not None and frame.req in self.turns:
-                    self.counts["deltas"] += 1
-                    self._send(active.peer, JobDelta(id=frame.job, chat=frame.chat, text=frame.text))
-                continue
-            self.turns.pop(frame.req, None)
-            if active is None or active.agent is None or active.asking != frame.req:
-                continue  # the job ended meanwhile (timed out, its agent lost)
-            active.asking = ""
-            if frame.error_kind != "budget" and not frame.error:
-                active.turns += 1
-            if frame.budget_notice:
-                self._send(active.peer, JobProgress(id=frame.job, chat=frame.chat, text=frame.budget_notice))
-            self._answer_turn(active, frame)
-
-    def _answer_turn(self, active: ActiveJob, turn: TurnResult) -> None:
-        payload = {"req": turn.req, "text": turn.text, "stop_reason": turn.stop_reason,
-                   "tool_calls": msgspec.to_builtins(turn.tool_calls), "model": turn.model,
-                   "provider": turn.provider, "error": turn.error, "error_kind": turn.error_kind,
-                   "retry_after": turn.retry_after,
-                   "usage": {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens}}
-        try:
-            active.agent.send("turn", active.job.id, payload)
-        except OSError as exc:
-            self._finish(active, error=f"could not hand the model's turn to the agent: {exc}")
 
     def _on_rejected(self, agent: Agent, error: ipc.IpcError) -> None:
         """The runner writes only signed, well-formed files: anything else means the agent is
