@@ -26,7 +26,7 @@ from proto.sockets import received
 
 from .agents import ActiveJob
 
-log = logging.getLogger("pool-manager")
+log = logging.getLogger(__name__)
 
 
 class ModelTurns:
