@@ -19,11 +19,15 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 DEFAULT_PIECES = ("the model ", "says: ", "fine")
+# An Answer with no token counts reports its prompt's and its answer's characters divided by
+# this (a rough English average; Thai and code run nearer 1-3 characters a token, so Thai
+# prompts are undercounted on both sides of a comparison alike).
+CHARS_PER_TOKEN = 4
 HOLD_LIMIT_S = 120.0  # a held answer goes on by itself after this, so a failed test cannot hang
 
 
@@ -36,8 +40,9 @@ class Status:
 @dataclass
 class Answer:
     pieces: tuple = DEFAULT_PIECES
-    input_tokens: int = 12
-    output_tokens: int = 5
+    # None: counted from the request (see CHARS_PER_TOKEN and prompt_chars) and the pieces.
+    input_tokens: int | None = 12
+    output_tokens: int | None = 5
     tool_call: dict | None = None  # {"id", "name", "arguments": dict}
     usage: bool = True  # False: an OpenAI-compatible stream without usage (llama-cpp-python's)
     # A real model thinks before its first token and between tokens (seconds).
@@ -45,6 +50,37 @@ class Answer:
     piece_delay: float = 0.0
     # Set: the answer waits for it before its first piece (a test holds a job busy so).
     hold: threading.Event | None = None
+
+
+def _text_of(content) -> str:
+    """The text of a message's content: a string, or a list of blocks (text, tool calls and
+    results) in either format."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_text_of(block.get("text") or block.get("content") or block.get("input") or "")
+                       if isinstance(block, dict) else str(block) for block in content)
+    return json.dumps(content) if content else ""
+
+
+def prompt_chars(body: dict) -> int:
+    """Characters of what a request asks the model to read: system prompt, every message and
+    the tool definitions (providers bill tool definitions as input too)."""
+    chars = len(_text_of(body.get("system") or ""))
+    for message in body.get("messages", []):
+        chars += len(_text_of(message.get("content"))) + len(json.dumps(message.get("tool_calls") or ""))
+    return chars + (len(json.dumps(body["tools"])) if body.get("tools") else 0)
+
+
+def counted(step: "Answer", body: dict) -> "Answer":
+    """The step with its token counts filled in from the request and its pieces, where unset."""
+    if step.input_tokens is not None and step.output_tokens is not None:
+        return step
+    output = sum(map(len, step.pieces)) + (len(json.dumps(step.tool_call)) if step.tool_call else 0)
+    return replace(step, input_tokens=step.input_tokens if step.input_tokens is not None
+                   else -(-prompt_chars(body) // CHARS_PER_TOKEN),
+                   output_tokens=step.output_tokens if step.output_tokens is not None
+                   else -(-output // CHARS_PER_TOKEN))
 
 
 @dataclass
@@ -162,8 +198,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b": opened\n\n")
             self.server.release.wait(step.seconds)
             return
-        if isinstance(step, Answer) and step.hold is not None:
-            step.hold.wait(HOLD_LIMIT_S)
+        if isinstance(step, Answer):
+            if step.hold is not None:
+                step.hold.wait(HOLD_LIMIT_S)
+            step = counted(step, body)
         if anthropic:
             self._anthropic(call, body, step)
         else:
@@ -254,9 +292,11 @@ class Handler(BaseHTTPRequestHandler):
         self._event(None, "[DONE]")
 
 
-def serve_in_process(key: str, connection, answer: Answer | ToolLoop | None = None) -> None:
+def serve_in_process(key: str, connection, answer: Answer | ToolLoop | None = None,
+                     first_bytes: bool = True) -> None:
     """Run a provider in a process of its own (the bench: its threads must not share a GIL
-    with what is measured). Sends its URL, then each call's first-byte time, on connection.
+    with what is measured). Sends its URL, then (``first_bytes``) each call's first-byte time,
+    on connection: the reader must take them all, or the pipe fills and every call stalls.
     answer: how every call is answered."""
     provider = FakeProvider(key)
     if answer is not None:
@@ -267,6 +307,6 @@ def serve_in_process(key: str, connection, answer: Answer | ToolLoop | None = No
         with lock:
             connection.send(call.first_byte)
 
-    provider.on_call = report
+    provider.on_call = report if first_bytes else None
     connection.send(provider.url)
     provider.serve_forever(poll_interval=0.05)

@@ -53,11 +53,12 @@ class Provider:
     """The scripted provider in a process of its own; ``first_byte()``: the monotonic time
     at which it began streaming text for the call it answered last."""
 
-    def __init__(self, answer=ANSWER) -> None:
-        """answer: how every call is answered (an Answer, or a ToolLoop)."""
+    def __init__(self, answer=ANSWER, first_bytes: bool = True) -> None:
+        """answer: how every call is answered (an Answer, or a ToolLoop); first_bytes: the
+        caller reads every call's first-byte time (first_byte())."""
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=serve_in_process, args=(KEY, child, answer), daemon=True)
+        self.process = context.Process(target=serve_in_process, args=(KEY, child, answer, first_bytes), daemon=True)
         self.process.start()
         self.url = self._receive()
 
@@ -126,10 +127,10 @@ def _direct_samples(provider: Provider, count: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def provider_system(answer, backend: str):
+def provider_system(answer, backend: str, first_bytes: bool = True):
     """A scripted provider in its own process, and a warmwire whose gateway talks to it
-    (``backend``: where its agents run). Yields (provider, system)."""
-    provider = Provider(answer)
+    (``backend``: where its agents run; ``first_bytes``: see Provider). Yields (provider, system)."""
+    provider = Provider(answer, first_bytes)
     folder = Path(tempfile.mkdtemp(prefix="ww-bench-key-"))
     key_file = folder / "provider.key"
     key_file.write_text(KEY)

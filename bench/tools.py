@@ -55,7 +55,7 @@ def _jobs(system: System, count: int, progress) -> None:
 def run(system: System | None, quick: bool, progress) -> Row:
     """system: the benchmark's main warmwire (its pool backend is used here too)."""
     loop = ToolLoop(tool_call={"name": "list_files", "arguments": {"path": "."}}, rounds=ROUNDS)
-    with provider_system(loop, system.config.pool.backend if system else "auto") as (_, tools_system):
+    with provider_system(loop, system.config.pool.backend if system else "auto", first_bytes=False) as (_, tools_system):
         _jobs(tools_system, QUICK_JOBS if quick else FULL_JOBS, progress)
         step = live_stats(tools_system.config, "model-gateway")["tool_step"]
     p50, p99 = step["p50_ms"], step["p99_ms"]

@@ -82,6 +82,7 @@ class Store(_Section):
 
 class Supervisor(_Section):
     probe_interval: float
+    idle_probe_interval: float
     start_probe_interval: float
     missed_probes: int
     start_timeout: float

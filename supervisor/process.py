@@ -29,6 +29,9 @@ from .probes import ControlProbe, HttpProbe
 log = logging.getLogger("supervisor")
 # States in which a process is alive and probed.
 PROBED = ("starting", "healthy", "degraded", "unresponsive")
+# Probe intervals without an answer after which a service is marked unresponsive (it is
+# killed after missed_probes).
+UNRESPONSIVE_AFTER = 1.5
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ class ManagedProcess:
         self.recent_restarts: collections.deque[float] = collections.deque()
         self.spawned_at = 0.0
         self.last_answer: float | None = None
+        # When the first probe not answered yet was sent (None: every probe answered).
+        self.unanswered_since: float | None = None
+        # Called after each answer (the supervisor's probe pace listens).
+        self.on_answered: Callable[[], None] | None = None
         self.stats: dict[str, Any] = {}
         self.stop_timer: Timer | None = None
         self.restart_timer: Timer | None = None
@@ -138,6 +145,7 @@ class ManagedProcess:
                 return
         self.spawned_at = time.monotonic()
         self.last_answer = None
+        self.unanswered_since = None
         self.state = "starting"
         log.info("%s spawned (pid %d)", self.name, self.popen.pid)
         self.probe()
@@ -175,13 +183,24 @@ class ManagedProcess:
             if now - self.spawned_at > self.config.start_timeout:
                 self._kill_unresponsive(f"not ready {self.config.start_timeout:g} s after start")
                 return
-        elif now - self.last_answer > self.config.missed_probes * self.config.probe_interval:
-            self._kill_unresponsive(f"{self.config.missed_probes} probes unanswered")
-            return
-        elif now - self.last_answer > self.config.probe_interval * 1.5 and self.state in ("healthy", "degraded"):
-            self.state = "unresponsive"
-            log.warning("%s missed a health probe", self.name)
+        elif self.unanswered_since is not None:
+            # Timed from the first probe still unanswered, not from the last answer: after a
+            # long idle pause (pace.py) the last answer is old, and that is no fault.
+            silent = now - self.unanswered_since + self.config.probe_interval
+            if silent > self.config.missed_probes * self.config.probe_interval:
+                self._kill_unresponsive(f"{self.config.missed_probes} probes unanswered")
+                return
+            if silent > self.config.probe_interval * UNRESPONSIVE_AFTER and self.state in ("healthy", "degraded"):
+                self.state = "unresponsive"
+                log.warning("%s missed a health probe", self.name)
+        if self.unanswered_since is None:
+            self.unanswered_since = now
         self.prober.send()
+
+    @property
+    def answered(self) -> bool:
+        """Its last probe was answered (or it is not probed now)."""
+        return self.unanswered_since is None or self.state not in PROBED or not self.probing
 
     def _on_answer(self, stats: dict[str, Any]) -> None:
         if self.state not in PROBED:
@@ -199,9 +218,12 @@ class ManagedProcess:
             log.info("%s healthy again", self.name)
         self.state = "degraded" if problem else "healthy"
         self.last_answer = now
+        self.unanswered_since = None
         self.stats = stats
         if self.restarts_in_a_row and now - self.spawned_at > self.config.stable_after:
             self.restarts_in_a_row = 0
+        if self.on_answered is not None:
+            self.on_answered()
 
     def _kill_unresponsive(self, why: str) -> None:
         log.error("%s is unresponsive (%s); killing it", self.name, why)

@@ -1,11 +1,13 @@
 """The supervisor: runs every service, probes them, restarts them, answers status, stops all.
 
 It is a single-threaded event loop: child exits arrive as SIGCHLD through the loop's signal
-pipe, probes are a timer, status requests arrive on the control socket.
+pipe, probes are a timer (at the pace of pace.py: fast while work flows, rare while idle),
+status requests arrive on the control socket.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -18,10 +20,11 @@ import zmq
 
 from proto.config import Config
 from proto.frames import Codec, Control, Status, StatusRequest
-from proto.loop import EventLoop
+from proto.loop import EventLoop, Timer
 from proto.service import ControlServer
 from proto.sockets import ensure_run_dir, request
 
+from .pace import ProbePace, traffic
 from .process import HttpHeartbeat, ManagedProcess, ServiceSpec
 
 log = logging.getLogger("supervisor")
@@ -70,6 +73,10 @@ SERVICES = (
 )
 
 
+# Probe rounds whose age status shows (the bench counts an idle window's rounds with them).
+ROUND_HISTORY = 16
+
+
 class AlreadyRunning(Exception):
     pass
 
@@ -82,6 +89,14 @@ class Supervisor:
         self.loop = EventLoop()
         self.codec = Codec(Control)
         self.processes = [ManagedProcess(spec, config, self.ctx, self.loop) for spec in specs]
+        for process in self.processes:
+            process.on_answered = self._on_probe_answered
+        self.pace = ProbePace(config.supervisor.probe_interval, config.supervisor.idle_probe_interval)
+        self.probe_timer: Timer | None = None
+        self.round_at = 0.0      # when the last probe round was sent
+        self.rounds = 0          # probe rounds sent (status: what an idle warmwire costs)
+        self.round_times: collections.deque[float] = collections.deque(maxlen=ROUND_HISTORY)
+        self.round_quiet = False  # the last round saw no traffic: once answered, wait long
         self.stop_queue: list[ManagedProcess] = []
         self.stopping = False
         self.started = time.monotonic()
@@ -105,7 +120,7 @@ class Supervisor:
                  self.config.router.frontend)
         for process in self.processes:
             process.spawn()
-        self.loop.call_later(self.config.supervisor.probe_interval, self._probe_all)
+        self._probe_in(self.config.supervisor.probe_interval)
         try:
             self.loop.run()
         finally:
@@ -115,12 +130,43 @@ class Supervisor:
             self.ctx.destroy(linger=0)
         log.info("stopped")
 
+    def _probe_in(self, delay: float) -> None:
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
+        self.probe_timer = self.loop.call_at(self.round_at + delay if self.rounds else time.monotonic() + delay,
+                                             self._probe_all)
+
     def _probe_all(self) -> None:
+        """A probe round. The next one is armed at the fast pace, and pushed back to the idle
+        pace once every probe of a quiet round is answered: a probe left unanswered brings
+        the next round (and the verdict on that service) at the fast pace."""
+        self.probe_timer = None
         if self.stopping:
             return
+        answered = all(process.answered for process in self.processes)
+        fingerprint = traffic((process.name, process.stats) for process in self.processes)
+        interval = self.pace.next_interval(fingerprint, answered)
+        self.round_quiet = interval > self.pace.fast
         for process in self.processes:
             process.probe()
-        self.loop.call_later(self.config.supervisor.probe_interval, self._probe_all)
+        self.round_at = time.monotonic()
+        self.rounds += 1
+        self.round_times.append(self.round_at)
+        self._probe_in(self.pace.fast)
+        self._on_probe_answered()
+
+    def _on_probe_answered(self) -> None:
+        if self.round_quiet and all(process.answered for process in self.processes):
+            self.round_quiet = False
+            self._probe_in(self.pace.interval)
+
+    def _wake_probes(self) -> None:
+        """Someone asks about warmwire: probe at the fast pace again from now on."""
+        if self.pace.interval > self.pace.fast and not self.stopping:
+            self.pace.wake()
+            self.round_quiet = False
+            self.round_at = time.monotonic()
+            self._probe_in(self.pace.fast)
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGCHLD:
@@ -154,12 +200,19 @@ class Supervisor:
         self.loop.stop()
 
     def status(self) -> Status:
+        now = time.monotonic()
         return Status(
             services=[process.status() for process in self.processes],
             supervisor={"pid": os.getpid(), "uptime": time.monotonic() - self.started,
                         "home": str(self.config.home), "frontend": self.config.router.frontend,
-                        "stopping": self.stopping},
+                        "stopping": self.stopping, "probe_rounds": self.rounds,
+                        "probe_round_ages": [round(now - at, 3) for at in self.round_times],
+                        "probe_interval": self.pace.interval},
         )
 
     def _answer(self, frame: object) -> Status | None:
-        return self.status() if isinstance(frame, StatusRequest) else None
+        if not isinstance(frame, StatusRequest):
+            return None
+        status = self.status()
+        self._wake_probes()
+        return status
