@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,12 +21,15 @@ import zmq
 
 from proto.frames import Codec, Committed, StoreError, StoreIn, StoreOut
 from proto.loop import EventLoop, Timer
+from proto.metrics import percentile
 
 from .database import (
     DISK_FULL, WRITES, WriterFile, checkpoint, disk_has_room, probe_write, rollback, unwritable_reason,
 )
 
 log = logging.getLogger("store-writer")
+# Transactions whose time status reports percentiles of.
+COMMITS_KEPT = 1000
 
 
 class StoreWriter:
@@ -55,6 +58,7 @@ class StoreWriter:
         self.retry_timer: Timer | None = None
         self.committed = 0
         self.batches = 0
+        self.commit_ms: deque[float] = deque(maxlen=COMMITS_KEPT)  # recent transactions' time
         self.rejected = 0
         self.failed = 0
         self.refused = 0
@@ -64,6 +68,7 @@ class StoreWriter:
 
     def stats(self) -> dict[str, Any]:
         stats = {"committed": self.committed, "batches": self.batches,
+                 "commit_p50_ms": percentile(self.commit_ms, 0.5), "commit_p99_ms": percentile(self.commit_ms, 0.99),
                  "rejected_frames": self.rejected, "failed_writes": self.failed,
                  "refused_writes": self.refused, "checkpoints": self.checkpoints}
         if self.unwritable is not None:
@@ -89,11 +94,14 @@ class StoreWriter:
         return batch
 
     def _commit(self, frames: list[Any]) -> None:
+        started = time.perf_counter()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for frame in frames:
                 WRITES[type(frame)](self.conn, frame)
             self.conn.execute("COMMIT")
+            # What every answer waits for before it is sent (with synchronous=FULL, an fsync).
+            self.commit_ms.append((time.perf_counter() - started) * 1000)
         except OverflowError as exc:  # an int SQLite cannot hold: this write's own fault
             rollback(self.conn)
             raise sqlite3.DataError(str(exc)) from None
