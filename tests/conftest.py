@@ -238,9 +238,17 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(line)
-    skipped = skip_summary(terminalreporter.stats.get("skipped", []))
-    if skipped:
-        terminalreporter.write_line(skipped)
+
+
+@pytest.hookimpl(specname="pytest_terminal_summary", wrapper=True, tryfirst=True)
+def pytest_terminal_summary_skip_line(terminalreporter, config):
+    """The outermost wrapper: its line comes after pytest's own short summary, just above the
+    closing count."""
+    result = yield
+    line = skip_summary(terminalreporter.stats.get("skipped", []))
+    if line:
+        terminalreporter.write_line(line)
+    return result
 
 
 def skip_summary(reports: list) -> str:
