@@ -51,6 +51,16 @@ def live_stats(config: Config, service: str) -> dict:
     return codec.decode(answer).stats
 
 
+def terminate(proc: subprocess.Popen | None, deadline: float) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within ``deadline`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(deadline)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class System:
     """A whole warmwire (supervisor and services) in real processes."""
 
@@ -80,12 +90,7 @@ class System:
         raise RuntimeError(f"warmwire did not become healthy; see {self.home}/supervisor.out")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc, STOP_DEADLINE)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import zmq
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..harness import terminate
 from . import image, store
 
 STOP_DEADLINE = 30.0
@@ -82,12 +82,7 @@ class OldDesign:
     def __exit__(self, *exc: object) -> None:
         if self.channel is not None:
             self.channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc, STOP_DEADLINE)
         shutil.rmtree(self.home, ignore_errors=True)
 
 
