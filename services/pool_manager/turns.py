@@ -14,7 +14,6 @@ from typing import Callable
 
 import msgspec
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from proto import ipc
 from proto.config import Config
@@ -22,6 +21,7 @@ from proto.frames import (
     Codec, GatewayIn, GatewayOut, JobDelta, JobProgress, TurnDelta, TurnRequest, TurnResult, shorten,
 )
 from proto.loop import EventLoop
+from proto.reconnects import Reconnects
 from proto.sockets import received
 
 from .agents import ActiveJob
@@ -45,13 +45,12 @@ class ModelTurns:
         # Turns asked of the gateway and not answered yet: request id -> the encoded request,
         # sent again if the gateway restarts (what it held died with it).
         self.pending: dict[str, bytes] = {}
-        self.monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self.lost = False
+        self.reconnects = Reconnects(socket, loop, self._resend)
         self.counts = {"model_turns": 0, "deltas": 0, "turns_resent": 0}
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
-        self.loop.add_reader(self.monitor, self._on_monitor)
+        self.reconnects.start()
 
     def ask(self, active: ActiveJob, message: ipc.Message) -> None:
         """An agent asks for a model turn: checked, then sent to the gateway."""
@@ -67,7 +66,7 @@ class ModelTurns:
             error = f"the step limit ({max_steps}) is reached"
         if error:
             self._answer(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
-                                                 error=error))
+                                            error=error))
             return
         try:
             request = msgspec.convert({"req": req, "job": job.id, "chat": job.chat, "tier": job.tier,
@@ -77,37 +76,30 @@ class ModelTurns:
                                        "tool_ms": payload.get("tool_ms", 0.0)}, TurnRequest)
         except msgspec.ValidationError as exc:
             self._answer(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="config",
-                                                 error=f"malformed model request: {shorten(str(exc))}"))
+                                            error=f"malformed model request: {shorten(str(exc))}"))
             return
         data = self.codec.encode(request)
         try:
             self.socket.send(data, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             self._answer(active, TurnResult(req=req, job=job.id, chat=job.chat, error_kind="provider",
-                                                 error=f"the model gateway is not reachable ({exc.strerror})"))
+                                            error=f"the model gateway is not reachable ({exc.strerror})"))
             return
         active.asking = req
         self.pending[req] = data
         self.counts["model_turns"] += 1
 
-    def _on_monitor(self) -> None:
-        """A connect after a disconnect is a restarted gateway: the turns the old one held
-        are sent again (their agents are waiting for them)."""
-        while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
-                self.lost = True
-            elif event == zmq.EVENT_CONNECTED and self.lost:
-                self.lost = False
-                if self.pending:
-                    log.warning("the model gateway reconnected; sending its %d unanswered turns again",
-                                len(self.pending))
-                for data in self.pending.values():
-                    try:
-                        self.socket.send(data, zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        pass  # the job's timeout answers it
-                self.counts["turns_resent"] += len(self.pending)
+    def _resend(self) -> None:
+        """A restarted gateway: the turns the old one held are sent again (their agents are
+        waiting for them)."""
+        if self.pending:
+            log.warning("the model gateway reconnected; sending its %d unanswered turns again", len(self.pending))
+        for data in self.pending.values():
+            try:
+                self.socket.send(data, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the job's timeout answers it
+        self.counts["turns_resent"] += len(self.pending)
 
     def on_readable(self) -> None:
         for frame in received(self.socket, self.answers, "the model gateway", log):

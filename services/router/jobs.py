@@ -28,7 +28,7 @@ from proto.loop import EventLoop
 from proto.metrics import percentile
 from proto.sockets import received
 
-from .reconnects import Reconnects
+from proto.reconnects import Reconnects
 
 log = logging.getLogger(__name__)
 

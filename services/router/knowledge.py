@@ -19,7 +19,7 @@ from proto.frames import Codec, KnowledgeIn, KnowledgeOut
 from proto.loop import EventLoop, Timer
 from proto.sockets import received
 
-from .reconnects import Reconnects
+from proto.reconnects import Reconnects
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """A DEALER's reconnections, seen through its socket monitor.
 
 What was sent to a peer process that then died is gone with it; ZeroMQ reconnects to the
-restarted one on its own, but only the sender knows what to send again. Used for the
-pool-manager (its unanswered jobs) and the search-cache (its unanswered requests).
+restarted one on its own, but only the sender knows what to send again. Used by the router
+(for the pool-manager's unanswered jobs and the search-cache's unanswered requests) and by the
+pool-manager (for the model gateway's unanswered turns).
 """
 
 from __future__ import annotations
