@@ -17,7 +17,7 @@ import os
 import resource
 import signal
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MB = 1 << 20
 # Bounds on what a tool returns to the model (and so to the provider and the history).
@@ -73,7 +73,6 @@ class Workspace:
     cap_bytes: int
     allowed: tuple = ALL_TOOLS
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
-    used: int = field(default=-1)
 
     def __post_init__(self) -> None:
         self.root = os.path.realpath(self.root)
@@ -118,7 +117,6 @@ class Workspace:
                     total += os.lstat(os.path.join(folder, name)).st_blocks * 512
                 except OSError:
                     pass
-        self.used = total
         return total
 
     def full_message(self) -> str:

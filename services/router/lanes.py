@@ -24,7 +24,6 @@ from .classifier.conversation import Session
 
 # (tier, when the agent replied, in seconds since the epoch) of a chat's last agent reply.
 ReadSession = Callable[[str], "tuple[str, float] | None"]
-NO_SESSION = None
 
 
 class Held:
@@ -78,7 +77,7 @@ class Lanes:
             known = self.sessions[chat]
         except KeyError:
             known = self.sessions[chat] = self.read_session(chat)
-        if known is NO_SESSION:
+        if known is None:
             return None
         tier, replied_at = known
         return Session(tier, max(0.0, time.time() - replied_at))
