@@ -10,8 +10,8 @@ Warm-ahead: the pool keeps ``target()`` agents ready, not only ``min_ready`` (th
 The target is the most new chats that arrived within ``burst_span`` of each other over the
 last ``warm_window`` seconds: a pool that has seen 20 chats start together keeps 20 ready
 for a while, one that sees a chat a minute keeps the floor. It is capped by ``max_agents``
-(less the agents working for a chat) and by the memory available for
-``memory_per_agent_mb`` each. Acquisition is timed from the call (the job's arrival) to the
+less the agents bound to a chat (working or kept for follow-ups: they are alive too), and by
+the memory available for ``memory_per_agent_mb`` each. Acquisition is timed from the call (the job's arrival) to the
 agent holding the job: a hand-over at once, a cold wait when its agent becomes ready.
 """
 
@@ -101,9 +101,9 @@ class WarmPool:
             while at - self.arrivals[first] > self.config.burst_span:
                 first += 1
             peak = max(peak, last - first + 1)
-        working = sum(1 for a in self.agents.values() if a.job is not None or a.backlog)
+        bound = sum(1 for a in self.agents.values() if a.chat is not None)
         by_memory = psutil.virtual_memory().available // (self.config.memory_per_agent_mb * MB)
-        cap = min(self.config.max_agents - working, by_memory)
+        cap = min(self.config.max_agents - bound, by_memory)
         return max(self.config.min_ready, min(peak, cap))
 
     def fill(self) -> None:
