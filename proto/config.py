@@ -40,6 +40,7 @@ class Endpoints(_Section):
     search: str
     pool: str
     gateway: str
+    deltas: str
     supervisor: str
     allow_network: bool
 
@@ -232,6 +233,7 @@ class Gateway(_Section):
     openai_url: str
     anthropic_version: str
     hard_frame_bytes: int
+    deltas_hwm: int
 
 
 class Web(_Section):

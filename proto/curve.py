@@ -36,7 +36,7 @@ KEY_FILE_MODE = 0o600
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 CURVE_KEY_BYTES = 32
-INTERNAL_ENDPOINTS = ("store", "search", "pool", "supervisor")
+INTERNAL_ENDPOINTS = ("store", "search", "pool", "gateway", "deltas", "supervisor")
 
 
 class CurveError(ValueError):

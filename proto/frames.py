@@ -470,13 +470,13 @@ class JobResult(Frame, tag="job-result"):
 
 
 class JobDelta(Frame, tag="job-delta"):
-    """A piece of the model's answer to a job, as it streams (sent on as a ``delta``
-    notice; never stored). ``slots``: see JobResult."""
+    """A piece of the model's answer to job ``id``, as it streams: from the model gateway
+    straight to the router (endpoints.deltas), sent on as a ``delta`` notice, never stored.
+    It skips the pool-manager: the agent needs the finished turn, the user its text now."""
 
     id: str
     chat: str
     text: str
-    slots: int = 0
 
 
 PoolIn = Job
@@ -487,7 +487,7 @@ class Slots(Frame, tag="slots"):
     slots: int
 
 
-PoolOut = Union[JobProgress, JobResult, JobDelta, Slots]
+PoolOut = Union[JobProgress, JobResult, Slots]
 
 
 # --- model frames: pool-manager <-> model gateway ------------------------------------------
@@ -541,15 +541,6 @@ class TurnRequest(Frame, tag="turn-request"):
     tool_ms: float = 0.0
 
 
-class TurnDelta(Frame, tag="turn-delta"):
-    """Text of turn ``req`` as it streams from the provider."""
-
-    req: str
-    job: str
-    chat: str
-    text: str
-
-
 TurnError = Literal["", "budget", "provider", "config", "busy"]
 
 
@@ -582,7 +573,7 @@ class TurnResult(Frame, tag="turn-result"):
 
 
 GatewayIn = TurnRequest
-GatewayOut = Union[TurnDelta, TurnResult]
+GatewayOut = TurnResult
 
 
 # msgspec raises these two outside its DecodeError; the decoders turn them into one.

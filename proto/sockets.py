@@ -96,22 +96,44 @@ def _socket(ctx: zmq.Context, kind: int, hwm: int | None,
     return sock
 
 
-def bind_router(
-    ctx: zmq.Context, endpoint: str, *, hwm: int | None = None,
-    max_msg_size: int | None = None, options: dict[int, int | bytes] | None = None,
-) -> zmq.Socket:
-    """A ROUTER that raises instead of dropping a reply to an unknown or unreachable peer."""
-    _check_ipc(endpoint)
-    if endpoint.startswith("ipc://"):
-        check_private_folder(endpoint)
-    sock = _socket(ctx, zmq.ROUTER, hwm, options)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+def _bind(sock: zmq.Socket, endpoint: str, max_msg_size: int | None) -> zmq.Socket:
     if max_msg_size is not None:
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg_size)
     if endpoint.startswith("ipc://"):
         # A socket file left by a killed process would make bind fail with EADDRINUSE.
         Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
     sock.bind(endpoint)
+    return sock
+
+
+def _check_bind(endpoint: str) -> None:
+    _check_ipc(endpoint)
+    if endpoint.startswith("ipc://"):
+        check_private_folder(endpoint)
+
+
+def bind_router(
+    ctx: zmq.Context, endpoint: str, *, hwm: int | None = None,
+    max_msg_size: int | None = None, options: dict[int, int | bytes] | None = None,
+) -> zmq.Socket:
+    """A ROUTER that raises instead of dropping a reply to an unknown or unreachable peer."""
+    _check_bind(endpoint)
+    sock = _socket(ctx, zmq.ROUTER, hwm, options)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    return _bind(sock, endpoint, max_msg_size)
+
+
+def bind_pull(ctx: zmq.Context, endpoint: str, *, hwm: int, max_msg_size: int | None = None) -> zmq.Socket:
+    """The receiving end of a one-way stream (frames that may be dropped, never answered)."""
+    _check_bind(endpoint)
+    return _bind(_socket(ctx, zmq.PULL, hwm, None), endpoint, max_msg_size)
+
+
+def connect_push(ctx: zmq.Context, endpoint: str, *, hwm: int) -> zmq.Socket:
+    """The sending end of a one-way stream: a send with no room (or no peer) raises Again."""
+    _check_ipc(endpoint)
+    sock = _socket(ctx, zmq.PUSH, hwm, None)
+    sock.connect(endpoint)
     return sock
 
 

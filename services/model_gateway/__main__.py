@@ -8,7 +8,7 @@ from proto.config import Config, ConfigError
 from proto.db import open_readonly, spend_since
 from proto.loop import EventLoop
 from proto.service import run_service
-from proto.sockets import bind_router, connect_dealer
+from proto.sockets import bind_router, connect_dealer, connect_push
 
 from .gateway import today_start
 from .service import GatewayService
@@ -47,8 +47,9 @@ def build(config: Config, ctx, loop: EventLoop) -> GatewayService:
     # httpx logs every request at INFO: one line per model call is not "one line per event".
     logging.getLogger("httpx").setLevel(logging.WARNING)
     socket = bind_router(ctx, config.endpoint("gateway"), max_msg_size=config.gateway.hard_frame_bytes)
+    deltas = connect_push(ctx, config.endpoint("deltas"), hwm=config.gateway.deltas_hwm)
     storage = connect_dealer(ctx, config.endpoint("store"))
-    service = GatewayService(config, socket, storage, loop, read_key(config), spent_today(config))
+    service = GatewayService(config, socket, deltas, storage, loop, read_key(config), spent_today(config))
     service.start()
     return service
 

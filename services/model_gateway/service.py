@@ -2,13 +2,15 @@
 
 The pool-manager sends ``TurnRequest`` frames (an agent asked for a model turn through its
 IPC folder); each is run by ``Gateway.turn`` as a task of an asyncio loop on a thread of its
-own, so any number of turns stream at once. That thread owns the gateway socket outright (it
-reads it through the socket's file descriptor and sends on it): a piece of text goes from
-the provider's stream to a ``TurnDelta`` frame without crossing threads (a hand-over between
-threads cost up to Python's 5 ms GIL switch interval, measured). The process's own ZeroMQ
-loop keeps the control socket (probes, status) and the store-writer connection, where usage
-rows go: the provider's own token counts, never an agent's claim. The pool-manager passes
-deltas to the router, which sends ``delta`` notices to the client; then one ``TurnResult``.
+own, so any number of turns stream at once. That thread owns the gateway socket and the
+deltas socket outright (it reads the first through its file descriptor and sends on both): a
+piece of text goes from the provider's stream to a ``JobDelta`` frame without crossing
+threads (a hand-over between threads cost up to Python's 5 ms GIL switch interval,
+measured). Deltas go straight to the router (``endpoints.deltas``), which sends them to the
+client as ``delta`` notices: the pool-manager's relay, a hop the text does not need, is left
+out. The pool-manager gets one ``TurnResult`` per turn, for the agent. The process's own
+ZeroMQ loop keeps the control socket (probes, status) and the store-writer connection,
+where usage rows go: the provider's own token counts, never an agent's claim.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import msgspec
 import zmq
 
 from proto.config import Config
-from proto.frames import Codec, GatewayIn, GatewayOut, SaveUsage, TurnDelta, TurnRequest, TurnResult
+from proto.frames import Codec, GatewayIn, GatewayOut, JobDelta, SaveUsage, TurnRequest, TurnResult
 from proto.loop import EventLoop
 from proto.store_client import StoreClient
 
@@ -34,13 +36,16 @@ THREAD_JOIN_TIMEOUT = 5.0
 
 
 class GatewayService:
-    def __init__(self, config: Config, socket: zmq.Socket, storage_socket: zmq.Socket,
+    def __init__(self, config: Config, socket: zmq.Socket, deltas: zmq.Socket, storage_socket: zmq.Socket,
                  loop: EventLoop, key: str, spent_today: float = 0.0) -> None:
+        """socket: turns from the pool-manager; deltas: streamed text to the router."""
         self.config = config
         self.socket = socket
+        self.deltas = deltas
         self.loop = loop
         self.codec = Codec(GatewayIn)
         self.out = Codec(GatewayOut)
+        self.delta_codec = Codec(JobDelta)
         self.storage = StoreClient(storage_socket, loop, config.router.store_ack_timeout,
                                    lambda key: None, self._on_store_failed)
         self.gateway = Gateway(config, key, self._usage_from_thread, spent_today)
@@ -48,7 +53,7 @@ class GatewayService:
         self.thread = threading.Thread(target=self.aloop.run_forever, name="gateway-asyncio", daemon=True)
         self.tasks: set[asyncio.Task] = set()
         self.state = "serving"
-        self.counts = {"requests": 0, "bad_frames": 0, "undeliverable": 0}
+        self.counts = {"requests": 0, "bad_frames": 0, "undeliverable": 0, "deltas_dropped": 0}
 
     def start(self) -> None:
         self.loop.enable_threads()
@@ -99,7 +104,11 @@ class GatewayService:
 
     async def _serve(self, peer: bytes, request: TurnRequest) -> None:
         def on_delta(text: str) -> None:
-            self._send(peer, TurnDelta(req=request.req, job=request.job, chat=request.chat, text=text))
+            try:
+                self.deltas.send(self.delta_codec.encode(JobDelta(id=request.job, chat=request.chat, text=text)),
+                                 zmq.NOBLOCK)
+            except zmq.ZMQError:  # the router is restarting or far behind: its reply has it all
+                self.counts["deltas_dropped"] += 1
 
         try:
             result = await self.gateway.turn(request, on_delta)
@@ -109,14 +118,13 @@ class GatewayService:
                                 error_kind="provider", error=f"the model gateway failed ({type(exc).__name__})")
         self._send(peer, result)
 
-    def _send(self, peer: bytes, frame: TurnDelta | TurnResult) -> None:
+    def _send(self, peer: bytes, frame: TurnResult) -> None:
         try:
             self.socket.send_multipart([peer, self.out.encode(frame)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # The pool-manager restarted; its agents' jobs are retried or time out there.
             self.counts["undeliverable"] += 1
-            if isinstance(frame, TurnResult):
-                log.warning("could not send turn %s to the pool-manager: %s", frame.req, exc.strerror)
+            log.warning("could not send turn %s to the pool-manager: %s", frame.req, exc.strerror)
         if self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self.aloop.call_soon(self.on_readable)  # a request that came in meanwhile
 

@@ -17,7 +17,7 @@ import zmq
 from proto import ipc
 from proto.config import Config
 from proto.frames import (
-    Codec, Job, JobDelta, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage, Slots, shorten,
+    Codec, Job, JobProgress, JobResult, PoolIn, PoolOut, SaveJob, SaveUsage, Slots, shorten,
 )
 from proto.loop import EventLoop, Timer
 from proto.store_client import StoreClient
@@ -332,7 +332,7 @@ class PoolManager:
             output_tokens=_tokens(usage, "output_tokens", "completion_tokens"),
             tools=shorten(str(result.get("tools", "")), MAX_TOOL_LOG_CHARS))
 
-    def _send(self, peer: bytes, frame: JobResult | JobProgress | JobDelta | Slots) -> None:
+    def _send(self, peer: bytes, frame: JobResult | JobProgress | Slots) -> None:
         frame.slots = self.limit.limit
         try:
             self.socket.send_multipart([peer, self.out.encode(frame)], zmq.NOBLOCK)

@@ -1,5 +1,6 @@
 """Agents' model turns, relayed: an agent's signed `model` file → the model gateway → a
-signed `turn` file back to the agent, with the text's deltas on their way to the client.
+signed `turn` file back to the agent (the text's deltas go from the gateway straight to the
+router, on their way to the client).
 
 The host counts the turns, not the agent: at most the tier's step limit per job, one at a
 time, so an agent cannot spend more than its job allows. Whatever is wrong with a request is
@@ -18,7 +19,7 @@ import zmq
 from proto import ipc
 from proto.config import Config
 from proto.frames import (
-    Codec, GatewayIn, GatewayOut, JobDelta, JobProgress, TurnDelta, TurnRequest, TurnResult, shorten,
+    Codec, GatewayIn, GatewayOut, JobProgress, TurnRequest, TurnResult, shorten,
 )
 from proto.loop import EventLoop
 from proto.reconnects import Reconnects
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 class ModelTurns:
     def __init__(self, config: Config, socket: zmq.Socket, loop: EventLoop, jobs: dict[str, ActiveJob],
-                 send: Callable[[bytes, JobDelta | JobProgress], None],
+                 send: Callable[[bytes, JobProgress], None],
                  fail: Callable[[ActiveJob, str], None]) -> None:
         """send(peer, frame): to the router; fail(active, error): end the job with an error."""
         self.config = config
@@ -46,7 +47,7 @@ class ModelTurns:
         # sent again if the gateway restarts (what it held died with it).
         self.pending: dict[str, bytes] = {}
         self.reconnects = Reconnects(socket, loop, self._resend)
-        self.counts = {"model_turns": 0, "deltas": 0, "turns_resent": 0}
+        self.counts = {"model_turns": 0, "turns_resent": 0}
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
@@ -104,11 +105,6 @@ class ModelTurns:
     def on_readable(self) -> None:
         for frame in received(self.socket, self.answers, "the model gateway", log):
             active = self.jobs.get(frame.job)
-            if isinstance(frame, TurnDelta):
-                if active is not None and frame.req in self.pending:
-                    self.counts["deltas"] += 1
-                    self.send(active.peer, JobDelta(id=frame.job, chat=frame.chat, text=frame.text))
-                continue
             self.pending.pop(frame.req, None)
             if active is None or active.agent is None or active.asking != frame.req:
                 continue  # the job ended meanwhile (timed out, its agent lost)

@@ -6,7 +6,7 @@ from proto.config import Config
 from proto.curve import frontend_options
 from proto.loop import EventLoop
 from proto.service import run_service
-from proto.sockets import bind_router, connect_dealer
+from proto.sockets import bind_pull, bind_router, connect_dealer
 
 from .classifier import Classifier
 from .service import Router
@@ -22,8 +22,10 @@ def build(config: Config, ctx, loop: EventLoop) -> Router:
     # A fixed identity: the pool-manager's answers reach a restarted router too.
     pool = connect_dealer(ctx, config.endpoint("pool"), identity=POOL_IDENTITY, options={
         zmq.SNDHWM: config.pool.queue_hwm, zmq.SNDBUF: config.pool.queue_buffer_bytes})
+    deltas = bind_pull(ctx, config.endpoint("deltas"), hwm=config.gateway.deltas_hwm,
+                       max_msg_size=config.router.hard_frame_bytes)
     search = connect_dealer(ctx, config.endpoint("search"))
-    router = Router(config, frontend, store, pool, search, Classifier.load(), loop)
+    router = Router(config, frontend, store, pool, deltas, search, Classifier.load(), loop)
     router.start()
     return router
 

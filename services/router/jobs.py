@@ -8,6 +8,9 @@ restarted router sends unanswered jobs again (``resume``).
 
 If the pool-manager restarts, the jobs it had are sent again when the socket reconnects
 (the pool-manager recognises a job it already has by its id).
+
+A model's text streams in from the model gateway on a socket of its own (``deltas``) and
+goes on to the job's clients as ``delta`` notices; never stored, since the reply has it all.
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ class Flight:
 
 
 class JobDispatcher:
-    def __init__(self, config: JobsConfig, slots: int, socket: zmq.Socket, loop: EventLoop,
+    def __init__(self, config: JobsConfig, slots: int, socket: zmq.Socket, deltas: zmq.Socket, loop: EventLoop,
                  send: Callable[[bytes, ClientOut], None], persist: Persist,
                  on_done: Callable[[Job, bool], None]) -> None:
-        """on_done(job, replied): the job's final answer is stored (a reply, or not)."""
+        """socket: to the pool-manager; deltas: streamed text from the model gateway.
+        on_done(job, replied): the job's final answer is stored (a reply, or not)."""
         self.config = config
+        self.deltas = deltas
         # Jobs the pool-manager can run at once: its configured maximum until it tells us its
         # measured limit (every frame it sends carries it).
         self.slots = slots
@@ -67,14 +72,17 @@ class JobDispatcher:
         self.on_done = on_done
         self.codec = Codec(PoolIn)
         self.answers = Codec(PoolOut)
+        self.delta_codec = Codec(JobDelta)
         self.flights: dict[str, Flight] = {}   # every job not answered yet
         self.queue: deque[Flight] = deque()    # those the pool-manager has not taken
         self.reconnects = Reconnects(socket, loop, self._resend_in_flight)
-        self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0}
+        self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0, "deltas": 0}
         # Agent result file written -> reply sent to the client, in ms (recent jobs).
         self.result_to_reply_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
 
     def start(self) -> None:
+        # Deltas first: a job's last pieces of text are read before its reply, when both wait.
+        self.loop.add_reader(self.deltas, self.on_deltas_readable)
         self.loop.add_reader(self.socket, self.on_readable)
         self.reconnects.start()
 
@@ -150,18 +158,22 @@ class JobDispatcher:
             flight = self.flights.get(frame.id)
             if flight is None:
                 continue  # answered already (a job sent twice, answered twice)
-            if isinstance(frame, JobDelta):
-                # A piece of the model's answer as it streams: sent on, never stored (the
-                # final reply carries the whole text).
-                delta = Notice(id=frame.id, chat=frame.chat, kind="delta", text=frame.text)
-                for client in flight.clients:
-                    self.send(client, delta)
-            elif isinstance(frame, JobProgress):
+            if isinstance(frame, JobProgress):
                 for client in flight.clients:
                     self.send(client, Notice(id=frame.id, chat=frame.chat, kind="progress", text=frame.text))
             else:
                 self._on_result(flight, frame)
         self._send_queued()  # every answer frees a slot
+
+    def on_deltas_readable(self) -> None:
+        for frame in received(self.deltas, self.delta_codec, "the model gateway", log):
+            flight = self.flights.get(frame.id)
+            if flight is None or flight.job.chat != frame.chat:
+                continue  # answered already, or not a job of ours
+            self.counts["deltas"] += 1
+            delta = Notice(id=frame.id, chat=frame.chat, kind="delta", text=frame.text)
+            for client in flight.clients:
+                self.send(client, delta)
 
     def _on_result(self, flight: Flight, result: JobResult) -> None:
         job = flight.job

@@ -65,7 +65,7 @@ def _midnight() -> float:
 
 class Router:
     def __init__(self, config: Config, frontend: zmq.Socket, store: zmq.Socket, pool: zmq.Socket,
-                 search: zmq.Socket, classifier: Classifier, loop: EventLoop) -> None:
+                 deltas: zmq.Socket, search: zmq.Socket, classifier: Classifier, loop: EventLoop) -> None:
         self.config = config.router
         self.full_config = config
         self.frontend = frontend
@@ -78,8 +78,8 @@ class Router:
                                    self._on_store_kept)
         self.database = StoreReader(config.database, config.store.busy_timeout_ms)
         self._read = self.database.read
-        self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, loop, self._send, self.persist,
-                                  self._job_done)
+        self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, deltas, loop, self._send,
+                                  self.persist, self._job_done)
         self.lanes = Lanes(self.config.sessions_kept,
                            lambda chat: self._read(lambda db: last_agent_reply(db, chat), None))
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
