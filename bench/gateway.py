@@ -6,8 +6,7 @@ scripted provider on loopback (``bench/fake_provider.py``, Anthropic's streaming
 DEALER client sends container-light messages one at a time; the provider notes the
 monotonic time (CLOCK_MONOTONIC, one clock for every process here) just before it writes
 its first text event, the client the time it receives the first delta. The path between:
-provider → gateway (httpx, asyncio thread) → gateway's ZeroMQ loop → pool-manager → router
-→ client.
+provider → gateway (httpx, asyncio thread) → router (the deltas socket) → client.
 Baseline, in the same run: a client reading the same provider's stream directly (httpx, no
 warmwire), provider's first text byte → that client's first text line: what the HTTP stream
 alone costs.
