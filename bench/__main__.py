@@ -51,23 +51,28 @@ def print_table(rows: list[Row]) -> None:
             print(f"{'':<20}{row.note}")
 
 
+def _stage(measure) -> str:
+    return measure.__module__.rsplit(".", 1)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmwire bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run for a smoke check")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--only", metavar="STAGE[,STAGE]", help="run only these stages (for development): "
-                        + ", ".join(m.__module__.rsplit(".", 1)[1] for m in ROWS))
+                        + ", ".join(_stage(m) for m in ROWS))
     args = parser.parse_args(argv)
-    stages = [m for m in ROWS if not args.only or m.__module__.rsplit(".", 1)[1] in args.only.split(",")]
+    stages = [m for m in ROWS if not args.only or _stage(m) in args.only.split(",")]
     started = time.monotonic()
     about = machine()
     rows = []
     print("starting warmwire in a temporary home", file=sys.stderr)
     with System() as system:
         for measure in stages:
+            stage_started = time.monotonic()
             result = measure(system, args.quick, progress)
             rows.extend(result if isinstance(result, list) else [result])
-            print(file=sys.stderr)
+            print(f"\n{_stage(measure)}: {time.monotonic() - stage_started:.0f} s", file=sys.stderr)
     seconds = time.monotonic() - started
     print_table(rows)
     print(f"\n{len(rows)} rows in {seconds:.0f} s on {os.cpu_count()} cpus")

@@ -22,7 +22,7 @@ from proto.sockets import connect_dealer
 from .harness import live_stats
 
 SIZES = (1, 5, 20)
-REPEATS = {True: {1: 6, 5: 3, 20: 2}, False: {1: 20, 5: 6, 20: 4}}
+REPEATS = {True: {1: 3, 5: 2, 20: 2}, False: {1: 20, 5: 6, 20: 4}}
 # Start to start; chosen so a burst fits in it with room to spare, not so the pool can refill.
 BURST_EVERY = {1: 2.0, 5: 4.0, 20: 6.0}
 MESSAGE = "Please debug this stack trace and explain why the parser fails: KeyError 'port'"

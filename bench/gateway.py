@@ -33,7 +33,7 @@ from .harness import System
 from .stats import Row, latency_row
 
 TEXT = "how many legs does a spider have?"  # container-light
-FULL_SAMPLES, QUICK_SAMPLES = 400, 60
+FULL_SAMPLES, QUICK_SAMPLES = 400, 40
 WARMUP = 10
 CHATS = 4                 # agents in use, each kept for its chat's follow-ups
 TARGET_P99_MS = 5.0

@@ -35,7 +35,7 @@ from .harness import live_stats
 from .old_design.client import OldDesign
 from .stats import Row
 
-WINDOW = {True: 30.0, False: 60.0}
+WINDOW = {True: 12.0, False: 60.0}
 PER = 30.0  # wake-ups are reported per 30 s, the design's unit
 TARGET_POLLS_PER_30S = 1.0
 TARGET_CPU_PERCENT = 1.0

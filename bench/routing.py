@@ -45,7 +45,7 @@ sys.path.insert(0, str(trace.REPO / "images" / "agent"))  # a tool folder, not a
 import agent as agent_code  # noqa: E402  (the agent's prompt builder)
 import tools as agent_tools  # noqa: E402
 
-MESSAGES = {True: 1000, False: 2000}
+MESSAGES = {True: 300, False: 2000}
 CHATS_AT_ONCE = 4
 NOTES = 300               # the knowledge base the passages come from (generated notes)
 SEED = 7

@@ -35,9 +35,9 @@ from .progress import Progress, labelled, progress
 from .stats import Row, latency_row, percentile
 
 # Uncached search is measured as the notes grow; the Zipf trace runs at the last but one.
-SCALES = {False: (1_000, 10_000, 100_000), True: (1_000, 2_000, 5_000)}
-QUERIES = {False: 300, True: 100}
-TRACE = {False: 2000, True: 500}
+SCALES = {False: (1_000, 10_000, 100_000), True: (500, 1_000, 2_000)}
+QUERIES = {False: 300, True: 60}
+TRACE = {False: 2000, True: 300}
 ZIPF_EXPONENT = 1.0
 WRITE_EVERY = 100             # searches between two note writes in the trace
 WARMUP = 20

@@ -455,9 +455,12 @@ class JobResult(Frame, tag="job-result"):
     container: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
-    # When the agent wrote its result file (seconds since the epoch): the router measures the
-    # path from that file to the reply leaving it.
+    # When the agent wrote its result file, the pool-manager read it and sent this frame
+    # (seconds since the epoch; the agent's container shares the host's clock): the router
+    # measures the path from that file to the reply leaving it, stage by stage.
     written_at: float = 0.0
+    read_at: float = 0.0
+    sent_at: float = 0.0
     # The pool-manager's concurrency limit now: the router sends no more jobs than this
     # before answers come back, so the kernel's socket buffers cannot hide a queue.
     slots: int = 0

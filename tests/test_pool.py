@@ -110,6 +110,13 @@ def test_container_full_is_answered_by_an_agent_and_follow_ups_reuse_it(system):
             return db.execute("SELECT model, cost_usd FROM usage WHERE job_id IN (?, ?, ?)",
                               (first["id"], follow_up["id"], other["id"])).fetchall()
     assert wait_for(lambda: len(usage()) == 3 and usage(), 30, "usage rows") == [("offline", 0.0)] * 3
+    # status shows where a reply's time went after the agent wrote its result, stage by stage.
+    def measured_stages():
+        stages = system.service("router")["stats"]["jobs"]["result_stages"]
+        return stages if all(stage["p50_ms"] is not None for stage in stages.values()) else None
+    stages = wait_for(measured_stages, 30, "the reply's stages in status")
+    assert set(stages) == {"file_to_pool_manager", "in_pool_manager", "pool_manager_to_router", "commit_and_send"}
+    assert all(stage["p50_ms"] is not None and stage["p50_ms"] >= 0 for stage in stages.values()), stages
 
 
 def ready_agent_folder(system: Warmwire):

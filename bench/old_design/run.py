@@ -12,7 +12,7 @@ import time
 
 from .client import OldDesign, stage_ms
 
-SINGLES = {True: 2, False: 5}
+SINGLES = {True: 1, False: 5}
 BURSTS = (5, 20)
 GREETING = "hi"
 TASK = "Please debug this stack trace and explain why the parser fails: KeyError 'port'"

@@ -9,6 +9,7 @@ queue and tell the user.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import msgspec
@@ -236,7 +237,7 @@ class PoolManager:
         elif message.kind == "model" and self.turns is not None:
             self.turns.ask(active, message)
         elif message.kind == "result":
-            self._finish(active, result=message.payload, written_at=message.ts)
+            self._finish(active, result=message.payload, written_at=message.ts, read_at=time.time())
         elif message.kind == "error":
             self._finish(active, error=_agent_note(message.payload.get("error", "the agent failed")))
 
@@ -274,7 +275,7 @@ class PoolManager:
 
     # -- finishing ---------------------------------------------------------------------
     def _finish(self, active: ActiveJob, result: dict | None = None, error: str = "",
-                written_at: float = 0.0) -> None:
+                written_at: float = 0.0, read_at: float = 0.0) -> None:
         job, agent = active.job, active.agent
         del self.jobs[job.id]
         if active.asking:  # a turn still under way: its answer finds no job and is dropped
@@ -282,8 +283,9 @@ class PoolManager:
         if active.timer is not None:
             active.timer.cancel()
         frame = self._result_frame(job, agent, result, error)
-        frame.written_at = written_at
+        frame.written_at, frame.read_at = written_at, read_at
         self.counts["errors" if frame.error else "results"] += 1
+        frame.sent_at = time.time()
         self._send(active.peer, frame)
         self.storage.write(SaveJob(
             id=job.id, message_id=job.id, chat=job.chat, tier=job.tier,

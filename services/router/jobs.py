@@ -35,6 +35,8 @@ from proto.reconnects import Reconnects
 
 log = logging.getLogger(__name__)
 
+# An agent's result on its way to the reply, stage by stage (see ResultPath).
+RESULT_STAGES = ("file_to_pool_manager", "in_pool_manager", "pool_manager_to_router", "commit_and_send")
 # Answer sequence numbers per message: 0 is the first answer (none for a job), then these.
 SEQ_QUEUED, SEQ_FINAL = 1, 2
 # persist(frame, answer, clients, then=None): store the frame; once committed, send answer to
@@ -52,6 +54,31 @@ class Flight:
         # The job's merged messages (Job.merged) and the clients to answer for each.
         self.merged = merged
         self.queued = False
+
+
+class ResultPath:
+    """Where the time from an agent's result file to the reply goes, for recent jobs: the
+    file read by the pool-manager (inotify), its handling there, the frame to the router,
+    the reply's commit and send. Per stage p50/p99, and the slowest 1 % stage by stage."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, ...]] = deque(maxlen=SAMPLES_KEPT)
+
+    def add(self, result: JobResult, received_at: float) -> None:
+        if result.written_at and result.read_at and result.sent_at:
+            marks = (result.written_at, result.read_at, result.sent_at, received_at, time.time())
+            self.samples.append(tuple((later - earlier) * 1000 for earlier, later in zip(marks, marks[1:])))
+
+    def stats(self) -> dict:
+        totals = [sum(sample) for sample in self.samples]
+        slowest = sorted(self.samples, key=sum)[-max(1, len(self.samples) // 100):]
+        return {"result_to_reply_p50_ms": percentile(totals, 0.5),
+                "result_to_reply_p99_ms": percentile(totals, 0.99),
+                "result_stages": {name: {
+                    "p50_ms": percentile([s[i] for s in self.samples], 0.5),
+                    "p99_ms": percentile([s[i] for s in self.samples], 0.99),
+                    "slowest_1pct_ms": sum(s[i] for s in slowest) / len(slowest) if self.samples else None}
+                    for i, name in enumerate(RESULT_STAGES)}}
 
 
 class JobDispatcher:
@@ -77,8 +104,7 @@ class JobDispatcher:
         self.queue: deque[Flight] = deque()    # those the pool-manager has not taken
         self.reconnects = Reconnects(socket, loop, self._resend_in_flight)
         self.counts = {"jobs": 0, "queued": 0, "refused": 0, "results": 0, "failed": 0, "resent": 0, "deltas": 0}
-        # Agent result file written -> reply sent to the client, in ms (recent jobs).
-        self.result_to_reply_ms: deque[float] = deque(maxlen=SAMPLES_KEPT)
+        self.result_path = ResultPath()
 
     def start(self) -> None:
         # Deltas first: a job's last pieces of text are read before its reply, when both wait.
@@ -88,9 +114,7 @@ class JobDispatcher:
 
     def stats(self) -> dict:
         return {"in_flight": len(self.flights) - len(self.queue), "queued": len(self.queue),
-                "max_queued": self.config.max_queued, **self.counts,
-                "result_to_reply_p50_ms": percentile(self.result_to_reply_ms, 0.5),
-                "result_to_reply_p99_ms": percentile(self.result_to_reply_ms, 0.99)}
+                "max_queued": self.config.max_queued, **self.counts, **self.result_path.stats()}
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self.flights
@@ -176,6 +200,7 @@ class JobDispatcher:
                 self.send(client, delta)
 
     def _on_result(self, flight: Flight, result: JobResult) -> None:
+        received_at = time.time()
         job = flight.job
         del self.flights[job.id]
         if result.refused == "budget":
@@ -191,12 +216,12 @@ class JobDispatcher:
         else:
             self.counts["results"] += 1
             self._answer(flight, "answered", lambda id: Reply(id=id, chat=job.chat, tier=job.tier, text=result.text),
-                         result.written_at, result.tools)
+                         lambda: self.result_path.add(result, received_at), result.tools)
 
     def _answer(self, flight: Flight, status: str, answer_for: Callable[[str], ClientOut],
-                written_at: float = 0.0, tools: str = "") -> None:
+                sent: Callable[[], None] | None = None, tools: str = "") -> None:
         """Store the job's final answer for each of its messages and send it to their clients;
-        once the job's own message is stored, the job is done."""
+        once the job's own message is stored, the job is done (and ``sent()`` is called)."""
         job = flight.job
         for message_id, clients in flight.merged.items():
             answer = answer_for(message_id)
@@ -205,8 +230,8 @@ class JobDispatcher:
         answer = answer_for(job.id)
 
         def done() -> None:
-            if written_at:
-                self.result_to_reply_ms.append((time.time() - written_at) * 1000)
+            if sent is not None:
+                sent()
             self.on_done(job, status == "answered")
 
         self.persist(SaveAnswer(message_id=job.id, seq=SEQ_FINAL, status=status, answer=answer, tools=tools),
