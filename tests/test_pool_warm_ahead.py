@@ -1,12 +1,10 @@
 """The pool's warm-ahead target (services/pool_manager/pool.py): min_ready is the floor, a
-burst of new chats raises the target to its size for warm_window, capped by max_agents less
-the agents already bound to a chat."""
+burst of new chats raises the target to its size for warm_window, capped by max_agents."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from proto.config import load
 from services.pool_manager.pool import WarmPool
@@ -49,14 +47,3 @@ def test_the_target_never_exceeds_max_agents():
     warm = pool(max_agents="16")
     warm.arrivals.extend([time.monotonic()] * 40)
     assert warm.target() == 16
-
-
-def test_agents_kept_for_chats_leave_room_only_for_the_rest():
-    """A burst after many chats must not start agents past max_agents: the ones kept for
-    their chats' follow-ups are alive too (the floor of min_ready still holds)."""
-    warm = pool(max_agents="6")
-    warm.arrivals.extend([time.monotonic()] * 40)
-    warm.agents.update({f"a{n}": SimpleNamespace(chat=f"chat-{n}") for n in range(4)})
-    assert warm.target() == 2
-    warm.agents.update({f"b{n}": SimpleNamespace(chat=f"other-{n}") for n in range(4)})
-    assert warm.target() == 1

@@ -10,8 +10,10 @@ Warm-ahead: the pool keeps ``target()`` agents ready, not only ``min_ready`` (th
 The target is the most new chats that arrived within ``burst_span`` of each other over the
 last ``warm_window`` seconds: a pool that has seen 20 chats start together keeps 20 ready
 for a while, one that sees a chat a minute keeps the floor. It is capped by ``max_agents``
-less the agents bound to a chat (working or kept for follow-ups: they are alive too), and by
-the memory available for ``memory_per_agent_mb`` each. Acquisition is timed from the call (the job's arrival) to the
+(less the agents working for a chat) and by the memory available for
+``memory_per_agent_mb`` each. Agents kept for quiet chats' follow-ups give way to it, least
+recently used first, as they would to a new chat: never more than ``max_agents`` are alive
+(``min_ready`` above that, at most). Acquisition is timed from the call (the job's arrival) to the
 agent holding the job: a hand-over at once, a cold wait when its agent becomes ready.
 """
 
@@ -101,16 +103,23 @@ class WarmPool:
             while at - self.arrivals[first] > self.config.burst_span:
                 first += 1
             peak = max(peak, last - first + 1)
-        bound = sum(1 for a in self.agents.values() if a.chat is not None)
+        working = sum(1 for a in self.agents.values() if a.job is not None or a.backlog)
         by_memory = psutil.virtual_memory().available // (self.config.memory_per_agent_mb * MB)
-        cap = min(self.config.max_agents - bound, by_memory)
+        cap = min(self.config.max_agents - working, by_memory)
         return max(self.config.min_ready, min(peak, cap))
 
-    def fill(self) -> None:
-        """Start agents until target() are ready or on their way."""
+    def fill(self, keep: Agent | None = None) -> None:
+        """Start agents until target() are ready or on their way (``keep``: an agent just
+        handed to a chat, whose job is on its way: never displaced)."""
         if self.stopping:
             return
-        for _ in range(self.target() - len(self.ready) - self._unassigned_warming()):
+        on_the_way = len(self.ready) + self._unassigned_warming()
+        wanted = self.target() - on_the_way
+        if wanted <= 0:
+            return
+        self._displace_idle(len(self.agents) + wanted - self.config.max_agents, keep)
+        room = max(self.config.max_agents - len(self.agents), self.config.min_ready - on_the_way)
+        for _ in range(min(wanted, room)):
             self.create()
 
     def create(self, chat: str | None = None) -> Agent:
@@ -196,7 +205,7 @@ class WarmPool:
             self.arrivals.append(time.monotonic())
             self.sessions[chat] = agent
             self._make_room(keep=agent)  # after the hand-over: housekeeping, not acquiring
-            self.fill()
+            self.fill(keep=agent)
         return agent
 
     def _bind(self, agent: Agent, chat: str) -> None:
@@ -223,12 +232,15 @@ class WarmPool:
     def _make_room(self, keep: Agent) -> None:
         """Keep at most max_agents: a new chat's agent (``keep``) displaces the least recently
         used idle session (busy ones are never cut short)."""
-        while len(self.agents) > self.config.max_agents:
-            idle = [a for a in self.sessions.values()
-                    if a is not keep and a.state == "idle" and a.job is None and not a.backlog]
-            if not idle:
-                return
-            self.retire(min(idle, key=lambda a: a.last_used), "making room for a new chat", refill=False)
+        self._displace_idle(len(self.agents) - self.config.max_agents, keep)
+
+    def _displace_idle(self, count: int, keep: Agent | None = None) -> None:
+        """Retire up to ``count`` agents kept for quiet chats, least recently used first."""
+        idle = sorted((a for a in self.sessions.values()
+                       if a is not keep and a.state == "idle" and a.job is None and not a.backlog),
+                      key=lambda a: a.last_used)
+        for agent in idle[:max(count, 0)]:
+            self.retire(agent, "making room for new chats", refill=False)
 
     def release(self, agent: Agent) -> None:
         """A job finished well: keep the agent for its chat, unless it has served enough."""
