@@ -160,6 +160,7 @@ class Pool(_Section):
     reap_idle: float
     ready_timeout: float
     job_timeout: float
+    engine_calls: int
     sweep_interval: float
     max_agent_files: int
     max_file_mb: int

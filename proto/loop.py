@@ -20,7 +20,8 @@ import zmq
 
 log = logging.getLogger(__name__)
 
-# Worker threads for blocking calls (container starts and removals run side by side).
+# Worker threads for blocking calls (container starts and removals: the pool-manager lets
+# pool.engine_calls of them run at once, services/pool_manager/engine.py).
 THREADS = 4
 
 

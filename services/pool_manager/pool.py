@@ -35,6 +35,7 @@ from proto.metrics import percentile
 from proto.sockets import ensure_run_dir
 
 from .agents import Agent
+from .engine import EngineCalls
 from .ipc_reader import IpcReader
 from .workspaces import Workspaces
 
@@ -74,6 +75,7 @@ class WarmPool:
         self.counts = {"acquisitions": 0, "cold_starts": 0, "created": 0, "retired": 0,
                        "start_failures": 0, "lost": 0, "ready_while_waiting": 0}
         self.reap_timer: Timer | None = None
+        self.engine = EngineCalls(loop, config.engine_calls)
         self.removing = 0
         self.stopping = False
         self.on_stopped: Callable[[], None] | None = None
@@ -132,8 +134,7 @@ class WarmPool:
         self.reader.watch(agent)  # before the start, so `ready` cannot be missed
         self.counts["created"] += 1
         agent.starting = True
-        self.loop.run_in_thread(lambda: self.backend.start(agent),
-                                lambda _, error: self._started(agent, error))
+        self.engine.submit(lambda: self.backend.start(agent), lambda _, error: self._started(agent, error))
         return agent
 
     def _started(self, agent: Agent, error: BaseException | None) -> None:
@@ -284,7 +285,7 @@ class WarmPool:
         def remove() -> None:  # in a worker: a flooded IPC area takes a while to delete
             self.backend.stop(agent)
             agent.discard_files()
-        self.loop.run_in_thread(remove, lambda *_: self._removed(agent))
+        self.engine.submit(remove, lambda *_: self._removed(agent))
 
     def _removed(self, agent: Agent) -> None:
         self.removing -= 1
@@ -344,7 +345,7 @@ class WarmPool:
         return {**states, "sessions": len(self.sessions), **self.counts, "target_ready": self.target(),
                 "waiting_s": round(waiting_s, 3),
                 "refill_per_s": self.counts["ready_while_waiting"] / waiting_s if waiting_s else None,
-                "acquire_recent": list(self.acquire_recent),
+                "acquire_recent": list(self.acquire_recent), "engine_calls": self.engine.stats(),
                 "agents": {agent.id: agent.state for agent in self.agents.values()},
                 "acquire_avg_ms": acquire_avg, "acquire_p50_ms": percentile(self.acquire_ms, 0.5),
                 "acquire_p99_ms": percentile(self.acquire_ms, 0.99),
