@@ -18,12 +18,14 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 # Per service, the stats that move only with client traffic (never by themselves, unlike
-# uptime, latency windows that expire, or load readings).
+# uptime, latency windows that expire, or load readings). A dotted key names a counter inside
+# a dict: the pool-manager's IPC files count, but not its sweeps, the fallback sweep that
+# runs by itself every sweep_interval (counting it brought the fast pace back after each).
 TRAFFIC_STATS = {
     "router": ("messages", "pending_writes", "jobs", "knowledge", "history_requests", "learn_requests",
                "search_requests", "refused_requests", "busy", "bad_frames", "resends_answered"),
     "search-cache": ("documents", "cache_hits", "cache_misses", "unindexed", "pending_writes"),
-    "pool-manager": ("active_jobs", "model_turns_waiting", "ipc"),
+    "pool-manager": ("active_jobs", "model_turns_waiting", "ipc.files", "ipc.rejected", "ipc.overflows"),
 }
 # Fast rounds in a row with no traffic before the idle pace: a pause between two messages of
 # a conversation is not idleness.
@@ -32,8 +34,14 @@ QUIET_ROUNDS = 3
 
 def traffic(stats_by_service: Iterable[tuple[str, dict[str, Any]]]) -> tuple:
     """A fingerprint of the traffic counters in the services' latest probe answers."""
-    return tuple((name, key, repr(stats.get(key))) for name, stats in stats_by_service
+    return tuple((name, key, repr(_counter(stats, key))) for name, stats in stats_by_service
                  for key in TRAFFIC_STATS.get(name, ()))
+
+
+def _counter(stats: dict[str, Any], key: str) -> Any:
+    outer, _, inner = key.partition(".")
+    value = stats.get(outer)
+    return value.get(inner) if inner and isinstance(value, dict) else value
 
 
 class ProbePace:

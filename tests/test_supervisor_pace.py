@@ -26,6 +26,10 @@ def test_the_pace_slows_after_quiet_rounds_and_comes_back_at_once():
     assert pace.interval == FAST
     # uptime or a latency window that moves by itself is not traffic
     assert traffic([("router", {"messages": 1, "uptime": 5.0})]) == traffic([("router", {"messages": 1, "uptime": 9.0})])
+    # nor the pool-manager's own fallback sweep; a file from an agent is
+    swept = {"ipc": {"files": 4, "sweeps": 2}}
+    assert traffic([("pool-manager", swept)]) == traffic([("pool-manager", {"ipc": {"files": 4, "sweeps": 3}})])
+    assert traffic([("pool-manager", swept)]) != traffic([("pool-manager", {"ipc": {"files": 5, "sweeps": 2}})])
 
 
 def _pid_of(system: Warmwire, name: str) -> int:
