@@ -86,12 +86,17 @@ def counted(step: "Answer", body: dict) -> "Answer":
 @dataclass
 class ToolLoop:
     """An agent's tool loop: the tool call again while the request holds fewer than ``rounds``
-    tool results, then a short answer."""
+    tool results, then a short answer. A request whose last message contains ``plain_for``
+    gets the short answer at once (the bench's warm-up jobs, which must not count as steps)."""
 
     tool_call: dict
     rounds: int
+    plain_for: str | None = None
 
     def step_for(self, body: dict) -> Answer:
+        last = body.get("messages") or [{}]
+        if self.plain_for and self.plain_for in _text_of(last[-1].get("content")):
+            return Answer(pieces=("done",))
         results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool" or (
             isinstance(m.get("content"), list) and any(isinstance(b, dict) and b.get("type") == "tool_result"
                                                        for b in m["content"])))

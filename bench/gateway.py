@@ -5,7 +5,9 @@ warmwire: a second warmwire in its own temporary home, whose model gateway talks
 scripted provider on loopback (``bench/fake_provider.py``, Anthropic's streaming format). A
 DEALER client sends container-light messages one at a time; the provider notes the
 monotonic time (CLOCK_MONOTONIC, one clock for every process here) just before it writes
-its first text event, the client the time it receives the first delta. The path between:
+its first text event, the client the time it receives the first delta. Timed after WARMUP
+messages and once the pool has started the agents that replace the ones the chats took
+(``harness.settle_pool``). The path between:
 provider → gateway (httpx, asyncio thread) → router (the deltas socket) → client.
 Baseline, in the same run: a client reading the same provider's stream directly (httpx, no
 warmwire), provider's first text byte → that client's first text line: what the HTTP stream
@@ -29,7 +31,7 @@ from proto.frames import Chat, ClientOut, Codec, Notice, Reply
 from proto.sockets import connect_dealer
 
 from .fake_provider import Answer, serve_in_process
-from .harness import System
+from .harness import System, settle_pool
 from .stats import Row, latency_row
 
 TEXT = "how many legs does a spider have?"  # container-light
@@ -81,6 +83,8 @@ def _warmwire_samples(system: System, provider: Provider, count: int,
     samples = []
     try:
         for number in range(WARMUP + count):
+            if number == WARMUP:  # the warm-up bound an agent to each chat: let the pool replace them
+                settle_pool(system.config)
             message_id = uuid.uuid4().hex
             sock.send(codec.encode(Chat(id=message_id, chat=f"bench-gateway-{number % CHATS}",
                                         sender="bench", text=TEXT)))
