@@ -40,5 +40,5 @@ def latency_row(name: str, unit: str, samples: list[float], baseline: list[float
     base50, base99 = percentile(baseline, 0.5), percentile(baseline, 0.99)
     return Row(name=name, unit=unit, p50=p50, p99=p99, baseline_p50=base50, baseline_p99=base99,
                ratio=(base50 / p50 if p50 else math.inf) if base50 is not None else math.nan, target=f"p99 < {target_p99:g} {unit}",
-               met=p99 < target_p99, samples=len(samples), baseline_samples=len(baseline), note=note,
+               met=p99 is not None and p99 < target_p99, samples=len(samples), baseline_samples=len(baseline), note=note,
                distribution=samples, baseline_distribution=baseline)
