@@ -113,6 +113,8 @@ class Search(_Section):
     fts_rare_terms: int
     fts_common_share: float
     fts_common_min: int
+    fts_counts_kept: int
+    fts_counts_drift: float
     fts_min_share: float
     rrf_k: int
     min_similarity: float

@@ -226,6 +226,34 @@ def test_terms_most_notes_contain_are_left_out_of_the_full_text_query(tmp_path):
     conn.close()
 
 
+def test_a_word_searched_before_any_note_held_it_finds_the_note_learned_next(knowledge):
+    searcher, save, _ = knowledge
+    assert full_text(searcher, "kumquat marmalade") == []
+    save("chat", "Grandma's kumquat marmalade recipe: two jars of sugar", ["food"])
+    assert full_text(searcher, "kumquat marmalade") == ["Grandma's kumquat marmalade recipe: two jars of sugar"]
+
+
+def test_a_term_that_became_common_as_the_notes_grew_is_left_out_again(tmp_path):
+    conn = open_writer(tmp_path / "warmwire.db", 30000)
+
+    def save(text: str) -> None:
+        save_note(conn, SaveNote(note=StoredNote(id=note_id("t", text), text=text, source="t",
+                                                 created_at=time.time())))
+
+    for number in range(10):
+        save(f"reference {number}" + (" plumber visit" if number == 3 else ""))
+    config = load({"WARMWIRE_SEARCH_FTS_COMMON_MIN": "2", "WARMWIRE_SEARCH_FTS_COMMON_SHARE": "0.2",
+                   "WARMWIRE_SEARCH_FTS_COUNTS_DRIFT": "0.5"})
+    searcher = Searcher(config.search, tmp_path / "warmwire.db", 30000, index=None)
+    query = searcher.check("plumber visit reference")
+    assert "plumber" in searcher.informative_terms(searcher.reader, query)
+    for number in range(10):  # twice the notes, past the drift: counted again
+        save(f"plumber invoice {number}")
+    assert "plumber" not in searcher.informative_terms(searcher.reader, query)
+    searcher.close()
+    conn.close()
+
+
 @pytest.mark.parametrize("query, reason", [
     ("", "empty"), ("   \n\t", "empty"), ("?!... ---", "only punctuation"),
     ("x" * 100_000, "too long (100000 characters"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from proto import db
 from proto.config import Search as SearchConfig
 from proto.frames import Hit, SearchFilters
@@ -30,6 +32,9 @@ class Searcher:
         self.busy_timeout_ms = busy_timeout_ms
         self.index = index
         self._reader: sqlite3.Connection | None = None
+        # term -> notes holding it, counted when the knowledge base had counted_at notes
+        self.term_counts: LRUCache = LRUCache(maxsize=max(1, config.fts_counts_kept))
+        self.counted_at = 0
 
     @property
     def reader(self) -> sqlite3.Connection | None:
@@ -68,11 +73,27 @@ class Searcher:
         terms = fts_terms(query, self.config.fts_max_terms)
         if not terms:
             return []
-        common = max(self.config.fts_common_share * db.note_rows(reader), self.config.fts_common_min)
-        counted = sorted(zip(db.term_document_counts(reader, map(quote, terms)), terms))
+        rows = db.note_rows(reader)
+        common = max(self.config.fts_common_share * rows, self.config.fts_common_min)
+        counted = sorted(zip(self._document_counts(reader, terms, rows), terms))
         found = [(count, term) for count, term in counted if count > 0]
         rare = [term for count, term in found if count <= common]
         return (rare or [term for _, term in found[:1]])[:self.config.fts_rare_terms]
+
+    def _document_counts(self, reader: sqlite3.Connection, terms: list[str], rows: int) -> list[int]:
+        """How many notes hold each term: kept from earlier queries while the knowledge base
+        has grown by less than fts_counts_drift since they were counted (and not shrunk). A
+        term no note held is counted again every time: the next note may hold it."""
+        if not self.counted_at <= rows <= self.counted_at * (1 + self.config.fts_counts_drift):
+            self.term_counts.clear()
+            self.counted_at = rows
+        counts = {term: self.term_counts[term] for term in terms if term in self.term_counts}
+        missing = [term for term in terms if term not in counts]
+        for term, count in zip(missing, db.term_document_counts(reader, map(quote, missing))):
+            counts[term] = count
+            if count:
+                self.term_counts[term] = count
+        return [counts[term] for term in terms]
 
     def full_text(self, query: str, filters: SearchFilters, count: int) -> tuple[list[Hit], list[str]]:
         """(hits best first, the terms searched for)."""
