@@ -86,6 +86,12 @@ def system(server, tmp_path_factory):
     system.stop()
 
 
+def usage_row(system: Warmwire, job_id: str) -> tuple | None:
+    with system.db() as db:
+        return db.execute("SELECT model, input_tokens, output_tokens FROM usage WHERE job_id = ?",
+                          (job_id,)).fetchone()
+
+
 def test_a_container_light_message_is_answered_by_the_real_server_with_streamed_deltas(system):
     client = system.client()
     message_id = client.send(LIGHT, chat="llama")
@@ -101,9 +107,9 @@ def test_a_container_light_message_is_answered_by_the_real_server_with_streamed_
     assert frame["type"] == "reply" and frame["tier"] == "container-light", frame
     assert "offline agent" not in frame["text"], frame["text"]
     assert deltas and "".join(deltas) == frame["text"]
-    with system.db() as db:
-        model, tokens_in, tokens_out = db.execute(
-            "SELECT model, input_tokens, output_tokens FROM usage WHERE job_id = ?", (message_id,)).fetchone()
+    # The gateway writes the usage row itself, on its own store-writer connection, while the
+    # answer travels agent -> pool-manager -> router: the two commits race, so wait for it.
+    model, tokens_in, tokens_out = wait_for(lambda: usage_row(system, message_id), 10, "the turn's usage row")
     assert model == MODEL_NAME and tokens_in > 0 and tokens_out > 0
     cost = client.ask("/cost", chat="llama")["text"]
     assert int(re.search(r"(\d+) tokens", cost).group(1)) >= tokens_in + tokens_out, cost
