@@ -248,9 +248,13 @@ class SaveUsage(Frame, tag="save-usage"):
 
 
 class Committed(Frame, tag="committed"):
-    """The store-writer committed these keys (message ids); the sender may forget them."""
+    """The store-writer committed these keys (message ids); the sender may forget them.
+    ``stored_before``: those of the keys whose ``SaveExchange`` changed nothing because another
+    message had been stored under its id before (a client's resend, or an id reused); the
+    same write arriving twice is not one of them."""
 
     keys: list[str]
+    stored_before: list[str] = []
 
 
 class StoreError(Frame, tag="store-error"):

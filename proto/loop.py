@@ -42,6 +42,7 @@ class EventLoop:
         self._poller = zmq.Poller()
         self._readers: dict[object, Callable[[], None]] = {}
         self._timers: list[tuple[float, int, Timer]] = []
+        self._before_poll: list[Callable[[], None]] = []
         self._order = itertools.count()
         self._running = False
         # Wake-ups by a timer rather than by traffic: what an idle process costs (status).
@@ -69,6 +70,11 @@ class EventLoop:
         timer = Timer(when, callback)
         heapq.heappush(self._timers, (when, next(self._order), timer))
         return timer
+
+    def call_before_poll(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, after this wake-up's callbacks and before the loop waits
+        again: what they send one by one can go out as one message."""
+        self._before_poll.append(callback)
 
     def handle_signals(self, signums: list[int], callback: Callable[[int], None]) -> None:
         """Deliver these signals to callback from inside the loop, never mid-handler."""
@@ -154,6 +160,8 @@ class EventLoop:
         self._running = True
         while self._running:
             timeout = self._run_due_timers()
+            while self._before_poll:
+                self._before_poll.pop()()
             if not self._running:
                 break
             for source, _ in self._poller.poll(timeout):

@@ -46,7 +46,11 @@ class StoreClient:
                  on_committed: Callable[[str], None],
                  on_failed: Callable[[str, str], None],
                  on_refused: Callable[[str, str], None] | None = None,
-                 on_kept: Callable[[str, str], None] | None = None) -> None:
+                 on_kept: Callable[[str, str], None] | None = None,
+                 on_stored_before: Callable[[str], None] | None = None) -> None:
+        """on_stored_before: a committed key whose write changed nothing because another
+        message was stored under its id before (``Committed.stored_before``); without it,
+        such a key is committed like any other."""
         self.socket = socket
         self.loop = loop
         self.ack_timeout = ack_timeout
@@ -54,9 +58,11 @@ class StoreClient:
         self.on_failed = on_failed
         self.on_refused = on_refused or on_failed
         self.on_kept = on_kept
+        self.on_stored_before = on_stored_before
         self.codec = Codec(StoreIn)
         self.acks = Codec(StoreOut)
         self.pending: dict[str, PendingWrite] = {}
+        self.outbox: list[bytes] = []  # payloads for the next message to the store-writer
         self.retry_timer: Timer | None = None
         self.resends = 0
         # Why the store-writer last said it cannot write; None once it commits again.
@@ -85,10 +91,18 @@ class StoreClient:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)
 
     def _send(self, payload: bytes) -> None:
+        """Queued until the loop waits again: the writes of one wake-up go to the store-writer
+        as the parts of one message (a send apiece was an eighth of the router's time)."""
+        if not self.outbox:
+            self.loop.call_before_poll(self._flush)
+        self.outbox.append(payload)
+
+    def _flush(self) -> None:
+        outbox, self.outbox = self.outbox, []
         try:
-            self.socket.send(payload, zmq.NOBLOCK)
+            self.socket.send_multipart(outbox, zmq.NOBLOCK)
         except zmq.Again:
-            pass  # the store-writer is not keeping up; the retry timer sends it again
+            pass  # the store-writer is not keeping up; the retry timer sends them again
 
     def on_readable(self) -> None:
         for ack in received(self.socket, self.acks, "the store-writer", log):
@@ -103,7 +117,10 @@ class StoreClient:
                         log.info("the store-writer acknowledges writes again, after %.1f s",
                                  time.monotonic() - self.silent_since)
                         self.silent_since = None
-                    self.on_committed(key)
+                    if self.on_stored_before is not None and key in ack.stored_before:
+                        self.on_stored_before(key)
+                    else:
+                        self.on_committed(key)
                 elif not ack.unavailable:
                     del self.pending[key]
                     self.on_failed(key, ack.error)

@@ -292,12 +292,13 @@ def test_while_nothing_can_be_stored_a_new_message_is_refused_and_an_answer_is_k
 
     def store_writer_answers() -> None:  # the disk is full for each write's first copy
         while store.poll(0):
-            peer, data = store.recv_multipart()
-            key = msgspec.msgpack.decode(data)["message"]["id"] if b"save-exchange" in data else "m0#2"
-            seen[key] += 1
-            answer = (StoreError(keys=[key], error="the disk is full", unavailable=True)
-                      if seen[key] == 1 else Committed(keys=[key]))
-            store.send_multipart([peer, codec.encode(answer)])
+            peer, *writes = store.recv_multipart()  # a writer's writes of one wake-up together
+            for data in writes:
+                key = msgspec.msgpack.decode(data)["message"]["id"] if b"save-exchange" in data else "m0#2"
+                seen[key] += 1
+                answer = (StoreError(keys=[key], error="the disk is full", unavailable=True)
+                          if seen[key] == 1 else Committed(keys=[key]))
+                store.send_multipart([peer, codec.encode(answer)])
 
     loop.add_reader(store, store_writer_answers)
     message = StoredMessage(id="m1", chat="c", sender="s", text="hi", tier="inline", received_at=0.0)

@@ -88,9 +88,12 @@ def test_frames_waiting_together_are_committed_in_one_batch_and_acknowledged(rig
 
 def test_a_resent_write_is_acknowledged_again_and_changes_nothing(rig):
     path, writer, send_and_commit = rig
-    send_and_commit(exchange(1, "first"))
-    acks = send_and_commit(exchange(1, "second copy with other text"))
-    assert acks == [Committed(keys=["m1"])]
+    first = exchange(1, "first")
+    send_and_commit(first)
+    assert send_and_commit(first) == [Committed(keys=["m1"])]  # its acknowledgement was lost, say
+    # Another message under that id (a client's resend, a reused id): the sender is told so.
+    assert send_and_commit(exchange(1, "first")) == [Committed(keys=["m1"], stored_before=["m1"])]
+    assert send_and_commit(exchange(1, "other text")) == [Committed(keys=["m1"], stored_before=["m1"])]
     reader = open_readonly(path, 1000)
     assert reader.execute("SELECT text FROM messages").fetchall() == [("first",)]
     assert reader.execute("SELECT count(*) FROM replies").fetchone() == (1,)
@@ -127,6 +130,22 @@ def test_an_undecodable_frame_is_counted_and_the_writer_goes_on(rig):
     raw.close()
     assert writer.rejected == 1
     assert send_and_commit(exchange(2)) == [Committed(keys=["m2"])]
+
+
+def test_a_message_of_several_writes_commits_each_and_rejects_a_bad_one_alone(rig):
+    path, writer, _ = rig
+    # How a StoreClient sends what it wrote in one wake-up: one message, a write per part.
+    raw = connect_dealer(zmq.Context.instance(), writer.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+    codec = Codec(StoreOut)
+    raw.send_multipart([codec.encode(exchange(4)), b"\xc1 not msgpack", codec.encode(exchange(5))])
+    assert writer.socket.poll(5000)
+    writer.on_readable()
+    assert raw.poll(5000)
+    assert codec.decode(raw.recv()) == Committed(keys=["m4", "m5"])
+    raw.close()
+    assert writer.rejected == 1
+    reader = open_readonly(path, 1000)
+    assert reader.execute("SELECT id FROM messages ORDER BY id").fetchall() == [("m4",), ("m5",)]
 
 
 def test_readers_cannot_write(rig):

@@ -28,10 +28,10 @@ class StoreReader:
 
     def read(self, query: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
         """The query's result, or ``default`` while there is no database or it cannot be read."""
-        if not self.path.exists():
-            return default
         try:
             if self.conn is None:
+                if not self.path.exists():
+                    return default
                 self.conn = open_readonly(self.path, self.busy_timeout_ms)
             result = query(self.conn)
         except sqlite3.Error as exc:

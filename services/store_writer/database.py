@@ -208,8 +208,10 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     return wal_pages, copied
 
 
-def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> None:
-    """Insert a message and its answer; a message id seen before changes nothing."""
+def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> bool:
+    """Insert a message and its answer; a message id seen before changes nothing. False when
+    that id belongs to a message stored before by another write (the router answers it from
+    the database); the same write again (its ``received_at`` and text stored) is True."""
     msg = frame.message
     now = time.time()
     conn.execute(
@@ -222,8 +224,13 @@ def save_exchange(conn: sqlite3.Connection, frame: SaveExchange) -> None:
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (msg.id, msg.chat, msg.sender, msg.text, msg.tier, msg.status, msg.received_at, now),
     ).rowcount
-    if inserted and frame.answer is not None:
+    if not inserted:
+        stored = conn.execute("SELECT chat, sender, text, received_at FROM messages WHERE id = ?",
+                              (msg.id,)).fetchone()
+        return stored == (msg.chat, msg.sender, msg.text, msg.received_at)
+    if frame.answer is not None:
         _insert_reply(conn, msg.id, 0, frame.answer, now)
+    return True
 
 
 def _insert_reply(conn: sqlite3.Connection, message_id: str, seq: int, answer: Reply | Notice,

@@ -76,32 +76,38 @@ class StoreWriter:
         return stats
 
     def _receive_batch(self) -> list[tuple[bytes, Any]]:
+        """Writes waiting, up to batch_max messages' worth: each message holds one write per
+        part (a writer sends what it wrote in one wake-up together)."""
         batch = []
         while len(batch) < self.batch_max:
             try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                peer, *parts = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if len(parts) != 2:
+            if not parts:
                 self.rejected += 1
-                continue
-            peer, data = parts
-            try:
-                batch.append((peer, self.decoder.decode(data)))
-            except msgspec.DecodeError as exc:
-                self.rejected += 1
-                log.error("rejected a frame from %r: %s", peer, exc)
+            for data in parts:
+                try:
+                    batch.append((peer, self.decoder.decode(data)))
+                except msgspec.DecodeError as exc:
+                    self.rejected += 1
+                    log.error("rejected a frame from %r: %s", peer, exc)
         return batch
 
-    def _commit(self, frames: list[Any]) -> None:
+    def _commit(self, frames: list[Any]) -> set[str]:
+        """One transaction; the keys of the frames that changed nothing because what they
+        name was stored before by another write (only ``save_exchange`` can say so: False)."""
         started = time.perf_counter()
+        stored_before = set()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for frame in frames:
-                WRITES[type(frame)](self.conn, frame)
+                if WRITES[type(frame)](self.conn, frame) is False:
+                    stored_before.add(frame.key)
             self.conn.execute("COMMIT")
             # What every answer waits for before it is sent (with synchronous=FULL, an fsync).
             self.commit_ms.append((time.perf_counter() - started) * 1000)
+            return stored_before
         except OverflowError as exc:  # an int SQLite cannot hold: this write's own fault
             rollback(self.conn)
             raise sqlite3.DataError(str(exc)) from None
@@ -115,13 +121,14 @@ class StoreWriter:
             done: dict[bytes, list[str]] = defaultdict(list)
             failed: dict[bytes, list[str]] = defaultdict(list)
             errors: dict[bytes, str] = {}
+            stored_before: set[str] = set()
             if self.conn is None:
                 self._reopen()
                 if self.conn is None:
                     self._refuse(batch)
                     continue
             try:
-                self._commit([frame for _, frame in batch])
+                stored_before = self._commit([frame for _, frame in batch])
                 for peer, frame in batch:
                     done[peer].append(frame.key)
                 self._writable_again()
@@ -133,7 +140,7 @@ class StoreWriter:
                 log.error("batch of %d failed (%s); committing one by one", len(batch), exc)
                 for peer, frame in batch:
                     try:
-                        self._commit([frame])
+                        stored_before |= self._commit([frame])
                         done[peer].append(frame.key)
                     except sqlite3.Error as one_exc:
                         failed[peer].append(frame.key)
@@ -143,7 +150,7 @@ class StoreWriter:
             self.batches += 1
             for peer, keys in done.items():
                 self.committed += len(keys)
-                self._send(peer, Committed(keys=keys))
+                self._send(peer, Committed(keys=keys, stored_before=[key for key in keys if key in stored_before]))
             for peer, keys in failed.items():
                 self._send(peer, StoreError(keys=keys, error=errors[peer]))
             self.last_commit = time.monotonic()
