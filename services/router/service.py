@@ -12,17 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any, Callable
 
 import msgspec
 import zmq
 
 from proto.config import Config
-from proto.db import (
-    KnownMessage, known_message, last_agent_reply, recent_turns, spend_since, tokens_by_model_since,
-    unfinished_messages,
-)
+from proto.db import KnownMessage, known_message, last_agent_reply, recent_turns, unfinished_messages
 from proto.frames import (
     Chat, ClientIn, ClientOut, Codec, Job, LearnRequest, Notice, Passage, Reply, SaveAnswer,
     SaveExchange,
@@ -40,6 +36,7 @@ from .lanes import Held, Lanes
 from .latency import LatencyMeter
 from .reader import StoreReader
 from .requests import ClientRequests
+from .spend import Spend
 
 log = logging.getLogger("router")
 
@@ -60,11 +57,6 @@ ID_REUSED = ("id {} was already used for another message (a different chat, send
              "nothing was stored: give every new message a new id")
 
 
-def _midnight() -> float:
-    """Today's start, local time: budgets and /cost count per local day."""
-    return datetime.combine(datetime.now().date(), datetime.min.time()).timestamp()
-
-
 class Router:
     def __init__(self, config: Config, frontend: zmq.Socket, store: zmq.Socket, pool: zmq.Socket,
                  deltas: zmq.Socket, search: zmq.Socket, classifier: Classifier, loop: EventLoop) -> None:
@@ -74,12 +66,13 @@ class Router:
         self.classifier = classifier
         self.loop = loop
         self.client_codec = Codec(ClientIn)
-        self.inline = InlineResponder(self.stats, self._spend_today, self._unpriced_today)
         self.storage = StoreClient(store, loop, self.config.store_ack_timeout,
                                    self._on_committed, self._on_store_failed, self._on_store_refused,
                                    self._on_store_kept, self._on_stored_before)
         self.database = StoreReader(config.database, config.store.busy_timeout_ms)
         self._read = self.database.read
+        self.spend = Spend(config, self._read)
+        self.inline = InlineResponder(self.stats, self.spend.today, self.spend.unpriced_today)
         self.jobs = JobDispatcher(config.jobs, config.pool.max_concurrency, pool, deltas, loop, self._send,
                                   self.persist, self._job_done)
         self.lanes = Lanes(self.config.sessions_kept,
@@ -87,8 +80,6 @@ class Router:
         self.knowledge = KnowledgeClient(search, loop, self.config.search_timeout)
         self.requests = ClientRequests(config, self.knowledge, self._read, self._send)
         self.latency = LatencyMeter(self.config, TIERS)
-        self.spend: dict[str, Any] = {}
-        self.spend_read_at = float("-inf")
         # Messages waiting for the search-cache: message id -> clients to answer.
         self.asking: dict[str, list[bytes]] = {}
         # Messages received but not yet committed, as sent: id -> (chat, sender, text). With the
@@ -121,22 +112,11 @@ class Router:
             "store_resends": self.storage.resends,
             "jobs": {**self.jobs.stats(), "busy_chats": len(self.lanes.lanes), "held": self.lanes.held()},
             "knowledge": self.knowledge.counts,
-            "spend_today": self._spend_stats(),
+            "spend_today": self.spend.stats(),
             **self.latency.stats(),
             **self.requests.counts,
             **self.counts,
         }
-
-    def _spend_stats(self) -> dict[str, Any]:
-        """Today's agent jobs, tokens and cost against the daily budget (read again at most
-        every ``router.spend_refresh`` s: this runs at every probe)."""
-        now = time.monotonic()
-        if now - self.spend_read_at >= self.config.spend_refresh:
-            jobs, tokens, cost = self._spend_today()
-            self.spend = {"jobs": jobs, "tokens": tokens, "cost_usd": round(cost, 6),
-                          "budget_usd": self.full_config.agents.daily_budget_usd}
-            self.spend_read_at = now
-        return self.spend
 
     # -- frontend ----------------------------------------------------------------------
     def on_frontend_readable(self) -> None:
@@ -338,14 +318,6 @@ class Router:
 
     def _known(self, message_id: str) -> KnownMessage | None:
         return self._read(lambda db: known_message(db, message_id), None)
-
-    def _spend_today(self) -> tuple[int, int, float]:
-        return self._read(lambda db: spend_since(db, _midnight()), (0, 0, 0.0))
-
-    def _unpriced_today(self) -> dict[str, int]:
-        """Today's tokens per model that has no price in [prices] (its cost is unknown)."""
-        tokens = self._read(lambda db: tokens_by_model_since(db, _midnight()), {})
-        return {model: count for model, count in tokens.items() if model not in self.full_config.prices and count}
 
     def _error(self, identity: bytes, frame_id: str, reason: str) -> None:
         self.counts["bad_frames"] += 1
