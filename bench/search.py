@@ -100,7 +100,8 @@ def wait_until_indexed(system: System) -> None:
     deadline = time.monotonic() + INDEX_DEADLINE
     while time.monotonic() < deadline:
         stats = search_cache_stats(system)
-        if stats.get("chroma") == "up" and not stats.get("unindexed") and not stats.get("pending_writes"):
+        if stats.get("chroma") == "up" and not any(stats.get(busy) for busy in
+                                                   ("unindexed", "checking_index", "pending_writes")):
             return
         time.sleep(POLL_INTERVAL)
     raise RuntimeError("the search-cache did not reach chroma and finish indexing in time")

@@ -161,6 +161,6 @@ def raw(frame: dict) -> bytes:
 
 
 def wait_until_up(index: VectorIndex, service: SearchCacheService | None = None) -> None:
-    wait_for(lambda: index.up and (service is None or not service.to_index), CHROMA_DEADLINE,
+    wait_for(lambda: index.up and (service is None or not (service.to_index or service.index_checks)), CHROMA_DEADLINE,
              "the search-cache to reach chroma and finish indexing")
 

@@ -7,6 +7,7 @@ the answer is the full-text ranking alone, flagged ``degraded``, never an error.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -175,4 +176,12 @@ class Searcher:
     def live_notes(self, ids: list[str] | None = None) -> list[tuple[str, str, str]]:
         reader = self.reader
         return db.live_note_texts(reader, ids) if reader is not None else []
+
+    def live_notes_elsewhere(self) -> list[tuple[str, str, str]]:
+        """Every live note, read on a connection of its own: for a worker thread (a connection
+        is used by one thread at a time)."""
+        if not self.database.exists():
+            return []
+        with closing(db.open_readonly(self.database, self.busy_timeout_ms)) as conn:
+            return db.live_note_texts(conn)
 

@@ -78,6 +78,9 @@ class SearchCacheService:
         self.on_drained: Callable[[], None] | None = None
         self.state = "serving"
         self.counts: collections.Counter[str] = collections.Counter()
+        self.index_checks = 0  # running: chroma's copy compared with the notes, off the loop
+        # Notes indexed while a check runs: it may count them missing (it lists chroma first).
+        self.indexed_during_check: set[str] = set()
 
     def start(self) -> None:
         self.loop.add_reader(self.socket, self.on_readable)
@@ -101,7 +104,8 @@ class SearchCacheService:
                 "documents": self.searcher.documents(),
                 "cache_hits": cache["hits"], "cache_misses": cache["misses"],
                 "cache_size": cache["size"], "hit_ratio": cache["hit_ratio"],
-                "unindexed": len(self.to_index), "pending_writes": len(self.pending),
+                "unindexed": len(self.to_index), "checking_index": self.index_checks > 0,
+                "pending_writes": len(self.pending),
                 "store_resends": self.store.resends, **self.counts}
 
     # -- requests --------------------------------------------------------------------------
@@ -265,6 +269,8 @@ class SearchCacheService:
             try:
                 self.index.upsert([note for note, _ in batch])
                 indexed = True
+                if self.index_checks:
+                    self.indexed_during_check.update(note_id for (note_id, _, _), _ in batch)
             except IndexDown:
                 self._schedule_reconnect()
         if not indexed:
@@ -293,19 +299,41 @@ class SearchCacheService:
             self.reconnect_timer = self.loop.call_later(self.retry_interval, self._reconnect)
 
     def _reconnect(self) -> None:
-        """Try chroma; when it answers, index what it missed while it was away."""
+        """Try chroma; when it answers, index what it missed while it was away. Finding what
+        it missed lists the whole collection and reads every note (seconds at 100,000 notes):
+        in a worker thread, while searches are answered."""
         self.reconnect_timer = None
         if not self.index.reconnect():
             self._schedule_reconnect()
             return
-        try:
-            missing, stale = self.index.plan_catch_up(self.searcher.live_notes())
+        started = time.monotonic()
+        self.index_checks += 1
+
+        def plan() -> tuple[list[tuple[str, str, str]], list[str]]:
+            missing, stale = self.index.plan_catch_up(self.searcher.live_notes_elsewhere)
             self.index.delete(stale)
-        except IndexDown:
+            return missing, stale
+
+        self.loop.run_in_thread(plan, lambda planned, error: self._catch_up(planned, error, started))
+
+    def _catch_up(self, planned: tuple[list[tuple[str, str, str]], list[str]] | None,
+                  error: BaseException | None, started: float) -> None:
+        self.index_checks -= 1
+        indexed_meanwhile = self.indexed_during_check
+        if not self.index_checks:
+            self.indexed_during_check = set()
+        if isinstance(error, IndexDown):
             self._schedule_reconnect()
             return
+        if error is not None:
+            raise error
+        if self.state != "serving":
+            return
+        missing, stale = planned
+        missing = [note for note in missing if note[0] not in indexed_meanwhile]
         if missing or stale:
-            log.info("catching up: indexing %d notes, removing %d stale chunks", len(missing), len(stale))
+            log.info("catching up: indexing %d notes, removing %d stale chunks (found in %.1f s)",
+                     len(missing), len(stale), time.monotonic() - started)
         self.cache.clear()
         self._queue_index([(note, []) for note in missing])
         self.counts["caught_up"] += len(missing)  # after queueing: counted means on its way

@@ -10,7 +10,7 @@ finds what the copy is missing or holds too much.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import httpx
 import numpy as np
@@ -194,13 +194,16 @@ class VectorIndex:
         except Exception as exc:  # noqa: BLE001
             raise self._failed("listing", exc) from None
 
-    def plan_catch_up(self, live: Iterable[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    def plan_catch_up(self, read_live: Callable[[], Iterable[tuple[str, str, str]]]
+                      ) -> tuple[list[tuple[str, str, str]], list[str]]:
         """Compare live notes with the collection: (notes to index, chunk ids to delete).
         Catches notes learned while chroma was down, superseded notes, and chunks of an
-        older chunking."""
+        older chunking. The notes are read (``read_live``) after the collection is listed: a
+        note is indexed only once it is stored, so whatever the listing holds is in that read,
+        and a note learnt meanwhile cannot look stale (this may run beside the indexing)."""
         indexed = self.indexed_chunks()
         missing, expected = [], set()
-        for note, text, source in live:
+        for note, text, source in read_live():
             ids = chunk_ids(note, len(self.chunk(text)))
             expected.update(ids)
             if not indexed.issuperset(ids):
