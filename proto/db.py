@@ -73,13 +73,25 @@ def _filter_sql(filters: SearchFilters, live_index: bool = True) -> tuple[str, l
 
 def search_notes_fts(conn: sqlite3.Connection, match: str, filters: SearchFilters, limit: int) -> list[Hit]:
     """Live notes matching an FTS5 expression, best bm25 first; score = -bm25 (higher is better)."""
-    where, params = _filter_sql(filters)
-    rows = conn.execute(
-        "SELECT n.id, n.text, n.source, -bm25(notes_fts) FROM notes_fts "
-        f"JOIN notes n ON n.rowid = notes_fts.rowid WHERE notes_fts MATCH ? AND {where} "
-        "ORDER BY bm25(notes_fts) LIMIT ?",
-        (match, *params, limit),
-    ).fetchall()
+    if filters.source or filters.tags or filters.chat:
+        where, params = _filter_sql(filters)
+        rows = conn.execute(
+            "SELECT n.id, n.text, n.source, -bm25(notes_fts) FROM notes_fts "
+            f"JOIN notes n ON n.rowid = notes_fts.rowid WHERE notes_fts MATCH ? AND {where} "
+            "ORDER BY bm25(notes_fts) LIMIT ?",
+            (match, *params, limit),
+        ).fetchall()
+    else:
+        # Ranked in the index first, and only the best looked up in notes: joined before
+        # ranking, every match was (15,000 rows for a query at 100,000 notes: 20 ms of 30).
+        # The index still holds superseded notes, so as many more are ranked as there are.
+        superseded = conn.execute("SELECT count(*) FROM notes WHERE superseded_at IS NOT NULL").fetchone()[0]
+        rows = conn.execute(
+            "SELECT n.id, n.text, n.source, best.score FROM (SELECT rowid, -bm25(notes_fts) AS score "
+            "FROM notes_fts WHERE notes_fts MATCH ? ORDER BY bm25(notes_fts) LIMIT ?) best "
+            "JOIN notes n ON n.rowid = best.rowid WHERE n.superseded_at IS NULL ORDER BY best.score DESC LIMIT ?",
+            (match, limit + superseded, limit),
+        ).fetchall()
     return [Hit(id=id, text=text, source=source, score=score) for id, text, source, score in rows]
 
 

@@ -208,6 +208,15 @@ def test_saving_a_note_again_changes_nothing_and_a_new_version_of_a_file_part_su
     assert searcher.documents() == before + 1
 
 
+def test_a_file_part_edited_more_times_than_a_search_returns_is_still_found(knowledge):
+    searcher, save, _ = knowledge
+    # Every old version still matches in the full-text index (superseded, not deleted), and
+    # ranks as well as the live one; the live one must not be crowded out of the results.
+    for version in range(12):
+        save("/notes/todo.md", f"renew the boat licence, draft {version}", [], part=0, parts=1)
+    assert full_text(searcher, "boat licence") == ["renew the boat licence, draft 11"]
+
+
 def test_terms_most_notes_contain_are_left_out_of_the_full_text_query(tmp_path):
     conn = open_writer(tmp_path / "warmwire.db", 30000)
     for number in range(20):
