@@ -7,6 +7,7 @@ the answer is the full-text ranking alone, flagged ``degraded``, never an error.
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -33,6 +34,10 @@ class Searcher:
         self.busy_timeout_ms = busy_timeout_ms
         self.index = index
         self._reader: sqlite3.Connection | None = None
+        # Full text runs on a thread of its own, with a connection of its own, while the
+        # vector ranking is asked for (SQLite and chroma both leave the GIL while they work).
+        self._text_thread: ThreadPoolExecutor | None = None
+        self._text_reader: sqlite3.Connection | None = None
         # term -> notes holding it, counted when the knowledge base had counted_at notes
         self.term_counts: LRUCache = LRUCache(maxsize=max(1, config.fts_counts_kept))
         self.counted_at = 0
@@ -48,6 +53,15 @@ class Searcher:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._text_thread is not None:
+            self._text_thread.submit(self._close_text_reader).result()
+            self._text_thread.shutdown()
+            self._text_thread = None
+
+    def _close_text_reader(self) -> None:
+        if self._text_reader is not None:
+            self._text_reader.close()
+            self._text_reader = None
 
     def limit(self, asked: int) -> int:
         if asked < 0:
@@ -96,9 +110,10 @@ class Searcher:
                 self.term_counts[term] = count
         return [counts[term] for term in terms]
 
-    def full_text(self, query: str, filters: SearchFilters, count: int) -> tuple[list[Hit], list[str]]:
-        """(hits best first, the terms searched for)."""
-        reader = self.reader
+    def full_text(self, query: str, filters: SearchFilters, count: int,
+                  reader: sqlite3.Connection | None = None) -> tuple[list[Hit], list[str]]:
+        """(hits best first, the terms searched for); on ``reader``, else the searcher's own."""
+        reader = reader or self.reader
         if reader is None:
             return [], []
         try:
@@ -131,23 +146,35 @@ class Searcher:
                 hits.append(hit)
         return hits[:count]
 
+    def _full_text_beside(self, query: str, filters: SearchFilters) -> Future:
+        """``full_text`` on its thread; the future's result is full_text's."""
+        if self._text_thread is None:
+            self._text_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="full-text")
+        return self._text_thread.submit(self._full_text_on_thread, query, filters)
+
+    def _full_text_on_thread(self, query: str, filters: SearchFilters) -> tuple[list[Hit], list[str]]:
+        if self._text_reader is None:
+            if not self.database.exists():
+                return [], []
+            self._text_reader = db.open_readonly(self.database, self.busy_timeout_ms)
+        return self.full_text(query, filters, self.config.candidates, self._text_reader)
+
     # -- the modes --------------------------------------------------------------------------
     def search(self, query: str, mode: str, limit: int, filters: SearchFilters) -> tuple[list[Hit], bool]:
         """(hits best first, degraded). ``query`` has passed ``check``."""
-        text_hits: list[Hit] = []
-        terms: list[str] = []
+        text = None
         if mode in ("fts", "hybrid") or not self.index.up:
-            text_hits, terms = self.full_text(query, filters, self.config.candidates)
+            text = self._full_text_beside(query, filters)
         if mode == "fts":
-            return text_hits[:limit], False
+            return text.result()[0][:limit], False
         try:
             vector_hits = self.vector(query, filters, self.config.candidates)
         except IndexDown:
-            if not text_hits:
-                text_hits, _ = self.full_text(query, filters, self.config.candidates)
-            return text_hits[:limit], True
+            text = text or self._full_text_beside(query, filters)
+            return text.result()[0][:limit], True
         if mode == "vector":
             return vector_hits[:limit], False
+        text_hits, terms = text.result()
         # An OR query matches a note that shares one word or trigram with it; in a fusion such
         # weak matches would outvote the vector ranking, so only notes holding a good share of
         # the query's terms take part (full-text-only searches keep them all).
