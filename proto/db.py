@@ -143,17 +143,9 @@ def latest_notes(conn: sqlite3.Connection, filters: SearchFilters, limit: int) -
     return [Hit(id=id, text=text, source=source, score=created) for id, text, source, created in rows]
 
 
-def live_note_texts(conn: sqlite3.Connection, ids: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
-    """(id, text, source) of live notes: all of them, or those among ids."""
-    if ids is None:
-        return conn.execute("SELECT id, text, source FROM notes WHERE superseded_at IS NULL").fetchall()
-    ids = list(ids)
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    return conn.execute(
-        f"SELECT id, text, source FROM notes WHERE superseded_at IS NULL AND id IN ({marks})", ids
-    ).fetchall()
+def live_note_texts(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """(id, text, source) of every live note."""
+    return conn.execute("SELECT id, text, source FROM notes WHERE superseded_at IS NULL").fetchall()
 
 
 def count_live_notes(conn: sqlite3.Connection) -> int:

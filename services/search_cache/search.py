@@ -10,6 +10,7 @@ import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from cachetools import LRUCache
 
@@ -20,6 +21,8 @@ from proto.frames import Hit, SearchFilters
 from .fusion import reciprocal_rank_fusion
 from .text import cache_text, fts_match, fts_terms, quote, share_of_terms, short_needle, words
 from .vector import IndexDown, VectorIndex
+
+T = TypeVar("T")
 
 
 class BadQuery(ValueError):
@@ -193,22 +196,21 @@ class Searcher:
         reader = self.reader
         return db.latest_notes(reader, filters, limit) if reader is not None else []
 
+    # -- read on a connection of their own, for a worker thread (a connection is used by one
+    #    thread at a time): they take milliseconds at 100,000 notes -------------------------
     def documents(self) -> int:
-        reader = self.reader
+        """Live notes (0 before the knowledge base exists)."""
         try:
-            return db.count_live_notes(reader) if reader is not None else 0
+            return self._read_elsewhere(db.count_live_notes, 0)
         except sqlite3.OperationalError:
-            return 0
+            return 0  # a database from before the knowledge base existed
 
-    def live_notes(self, ids: list[str] | None = None) -> list[tuple[str, str, str]]:
-        reader = self.reader
-        return db.live_note_texts(reader, ids) if reader is not None else []
+    def live_notes(self) -> list[tuple[str, str, str]]:
+        """Every live note: (id, text, source)."""
+        return self._read_elsewhere(db.live_note_texts, [])
 
-    def live_notes_elsewhere(self) -> list[tuple[str, str, str]]:
-        """Every live note, read on a connection of its own: for a worker thread (a connection
-        is used by one thread at a time)."""
+    def _read_elsewhere(self, query: Callable[[sqlite3.Connection], T], default: T) -> T:
         if not self.database.exists():
-            return []
+            return default
         with closing(db.open_readonly(self.database, self.busy_timeout_ms)) as conn:
-            return db.live_note_texts(conn)
-
+            return query(conn)
