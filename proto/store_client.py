@@ -2,9 +2,12 @@
 
 Every process that persists something (router, search-cache, pool-manager) writes through a
 StoreClient. A write is kept until the store-writer's ``Committed`` frame names its key, and
-sent again when that does not come within ``ack_timeout`` — so a store-writer killed
-mid-batch loses nothing, and because writes are keyed, a write that arrives twice is applied
-once.
+sent again when that has not come within ``ack_timeout`` and either nothing at all has been
+acknowledged for that long or a write sent after it has been (the store-writer takes a
+writer's writes in order, so this one was lost) — so a store-writer killed mid-batch loses
+nothing, and because writes are keyed, a write that arrives twice is applied once. A long
+queue that is being worked through is not sent again: that made the writer's work grow
+with its backlog.
 
 When the store-writer cannot write at all (a full disk, a read-only folder), it says so
 (``StoreError.unavailable``): a write made ``refusable`` (a new message, which its user can
@@ -15,6 +18,7 @@ already stored, a job's state) stays pending and is sent again until it is commi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Any, Callable
@@ -29,14 +33,16 @@ log = logging.getLogger(__name__)
 
 
 class PendingWrite:
-    """A write not yet committed: what to send again, when it was last sent, whether the
-    store-writer may refuse it for good, and whether ``on_kept`` has heard of it."""
+    """A write not yet committed: what to send again, when and in what order (``seq``) it
+    was last sent, whether the store-writer may refuse it for good, and whether ``on_kept``
+    has heard of it."""
 
-    __slots__ = ("payload", "sent_at", "refusable", "kept")
+    __slots__ = ("payload", "sent_at", "seq", "refusable", "kept")
 
-    def __init__(self, payload: bytes, sent_at: float, refusable: bool) -> None:
+    def __init__(self, payload: bytes, sent_at: float, seq: int, refusable: bool) -> None:
         self.payload = payload
         self.sent_at = sent_at
+        self.seq = seq
         self.refusable = refusable
         self.kept = False
 
@@ -62,6 +68,9 @@ class StoreClient:
         self.codec = Codec(StoreIn)
         self.acks = Codec(StoreOut)
         self.pending: dict[str, PendingWrite] = {}
+        self.sends = itertools.count()
+        self.acked_seq = -1  # the latest-sent write acknowledged so far
+        self.acked_at = float("-inf")  # when the last acknowledgement of any kind came
         self.outbox: list[bytes] = []  # payloads for the next message to the store-writer
         self.retry_timer: Timer | None = None
         self.resends = 0
@@ -85,7 +94,7 @@ class StoreClient:
     def write(self, frame: Any, refusable: bool = False) -> None:
         """Send a store frame; its ``key`` is what the acknowledgement will name."""
         payload = self.codec.encode(frame)
-        self.pending[frame.key] = PendingWrite(payload, time.monotonic(), refusable)
+        self.pending[frame.key] = PendingWrite(payload, time.monotonic(), next(self.sends), refusable)
         self._send(payload)
         if self.retry_timer is None:
             self.retry_timer = self.loop.call_later(self.ack_timeout, self._retry)
@@ -106,10 +115,12 @@ class StoreClient:
 
     def on_readable(self) -> None:
         for ack in received(self.socket, self.acks, "the store-writer", log):
+            self.acked_at = time.monotonic()
             for key in ack.keys:
                 entry = self.pending.get(key)
                 if entry is None:
                     continue  # a second acknowledgement of a resent write
+                self.acked_seq = max(self.acked_seq, entry.seq)
                 if isinstance(ack, Committed):
                     del self.pending[key]
                     self.unavailable = None
@@ -137,12 +148,16 @@ class StoreClient:
                         self.on_kept(key, ack.error)
 
     def _retry(self) -> None:
-        """Send again every write whose acknowledgement is overdue."""
+        """Send again every write whose acknowledgement is overdue and, by the store-writer's
+        silence or by a later write's acknowledgement, will not come."""
         self.retry_timer = None
         now = time.monotonic()
-        overdue = [entry for entry in self.pending.values() if entry.sent_at <= now - self.ack_timeout]
+        due = now - self.ack_timeout
+        silent = self.acked_at <= due
+        overdue = [entry for entry in self.pending.values()
+                   if entry.sent_at <= due and (silent or entry.seq < self.acked_seq)]
         for entry in overdue:
-            entry.sent_at = now
+            entry.sent_at, entry.seq = now, next(self.sends)
             self._send(entry.payload)
         self.resends += len(overdue)
         # An outage the store-writer explained is logged once, by on_readable.

@@ -36,6 +36,7 @@ DATA_MOUNT_SIZE = "24m"
 RECOVERY_DEADLINE = 30.0
 # How long a writer waits for an acknowledgement before sending a write again (in-process).
 ACK_TIMEOUT = 0.05
+WRITES = 20  # a backlog of 10 acknowledgement timeouts
 # One message of each tier (a note learned too).
 TIER_MESSAGES = ("thanks!", "search my notes about tmpfs", "remember that the disk filled up today",
                  "what is the capital of France?",
@@ -323,3 +324,53 @@ def test_while_nothing_can_be_stored_a_new_message_is_refused_and_an_answer_is_k
     assert events == [("refused", "m1"), ("kept", "m0#2"), ("committed", "m0#2")], events
     assert seen == {"m1": 1, "m0#2": 2}
     assert len(client) == 0
+
+
+def test_a_backlog_the_store_writer_works_through_is_not_sent_again_but_a_lost_write_is():
+    """The writers' side (StoreClient) against a store-writer that acknowledges one write per
+    tick, in order, far slower than the acknowledgement timeout, and drops one write: the
+    backlog is sent once (resending it made the store-writer's work grow with its backlog,
+    until it never caught up), and the dropped write is sent again once a later one is
+    acknowledged."""
+    ctx = zmq.Context.instance()
+    endpoint = f"inproc://store-{uuid.uuid4().hex}"
+    store = bind_router(ctx, endpoint)
+    loop = EventLoop()
+    committed: list[str] = []
+    client = StoreClient(connect_dealer(ctx, endpoint), loop, ACK_TIMEOUT, committed.append,
+                         lambda key, error: None)
+    client.start()
+    codec = Codec(StoreOut)
+    seen: Counter[str] = Counter()
+    backlog: list[tuple[bytes, str]] = []
+
+    def store_writer_receives() -> None:
+        while store.poll(0):
+            peer, *writes = store.recv_multipart()
+            for data in writes:
+                key = msgspec.msgpack.decode(data)["message"]["id"]
+                seen[key] += 1
+                if not (key == "m3" and seen[key] == 1):  # its first copy is lost
+                    backlog.append((peer, key))
+
+    def store_writer_commits_one() -> None:
+        if backlog:
+            peer, key = backlog.pop(0)
+            store.send_multipart([peer, codec.encode(Committed(keys=[key]))])
+        if len(committed) == WRITES or time.monotonic() > give_up:
+            loop.stop()
+        else:
+            loop.call_later(ACK_TIMEOUT / 2, store_writer_commits_one)
+
+    loop.add_reader(store, store_writer_receives)
+    for number in range(WRITES):
+        client.write(SaveExchange(message=StoredMessage(id=f"m{number}", chat="c", sender="s", text="hi",
+                                                        tier="inline", received_at=0.0)))
+    give_up = time.monotonic() + ANSWER_DEADLINE
+    loop.call_later(ACK_TIMEOUT / 2, store_writer_commits_one)
+    loop.run()
+    loop.close()
+    client.socket.close()
+    store.close()
+    assert sorted(committed) == sorted(f"m{number}" for number in range(WRITES))
+    assert seen == {f"m{number}": 2 if number == 3 else 1 for number in range(WRITES)}
